@@ -1,0 +1,3 @@
+from dsn_lab.cli import main
+
+raise SystemExit(main())
