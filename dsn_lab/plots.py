@@ -1,0 +1,675 @@
+"""The package's figures (matplotlib + seaborn), all in one style.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (not through ``pyplot``) and returns
+it. Why: no GUI backend is needed (saving uses Agg whatever backend is active), nothing is forced on the
+notebook (``matplotlib.use`` is never called, so ``%matplotlib widget`` etc. keep working), figures are
+not kept alive by pyplot's figure manager (no memory growth in loops, no "More than 20 figures" warning),
+and a notebook shows the figure once: when it is the cell's value (Jupyter's inline formatter renders
+``Figure`` objects).
+
+``save_to=`` (str or Path) also writes the figure atomically: savefig into a temporary file in the same
+folder, then ``os.replace`` (a reader never sees half a PNG). The format follows the suffix (.png, .pdf,
+.svg).
+
+All figures share one seaborn style (:func:`use_style`); the functions apply it locally (an
+``rc_context``), so calling them never changes your own matplotlib settings. Call :func:`use_style` to
+give your own figures the same look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "use_style",
+    "style_context",
+    "save_figure",
+    "plot_projection_before_after",
+    "plot_gap_measures",
+    "plot_gap_bars",
+    "plot_training_curves",
+    "plot_retrieval_grid",
+    "plot_per_class_ap",
+    "plot_cid_mask_heatmap",
+]
+
+DOMAIN_NAMES = ("sketch", "photo")
+_DOMAIN_COLORS = {"sketch": "#d1495b", "photo": "#00798c"}
+_DOMAIN_MARKERS = {"sketch": "X", "photo": "o"}
+
+#: Labels and the "smaller gap" direction of each domain_gap measure (for titles).
+GAP_LABELS = {
+    "domain_classifier_acc": "domain classifier acc. (0.5 = no gap)",
+    "mmd": "MMD² (RBF)",
+    "mmd_pvalue": "MMD permutation p-value",
+    "centroid_distance": "sketch–photo centroid distance",
+    "sketch_dispersion": "sketch intra-class dispersion",
+    "photo_dispersion": "photo intra-class dispersion",
+    "cross_domain_nn_agreement": "cross-domain NN class agreement",
+}
+_DEFAULT_GAP_MEASURES = (
+    "domain_classifier_acc",
+    "mmd",
+    "centroid_distance",
+    "sketch_dispersion",
+    "photo_dispersion",
+    "cross_domain_nn_agreement",
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# style and saving
+# ---------------------------------------------------------------------------------------------------
+def style_rc() -> dict[str, Any]:
+    """The rcParams of the package style: seaborn "whitegrid", "notebook" context, colour-blind palette."""
+    import seaborn as sns
+    from cycler import cycler
+
+    rc: dict[str, Any] = {}
+    rc.update(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.9))
+    rc["axes.prop_cycle"] = cycler(color=sns.color_palette("colorblind"))
+    rc.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+    return rc
+
+
+def use_style() -> None:
+    """Apply the package style globally (for your own figures; the plot functions apply it themselves)."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update(style_rc())
+
+
+@contextlib.contextmanager
+def style_context() -> Iterator[None]:
+    """``with style_context(): ...``: the package style, restored afterwards."""
+    import matplotlib as mpl
+
+    with mpl.rc_context(style_rc()):
+        yield
+
+
+def _new_figure(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if not fmt:
+        raise ValueError(f"save_to={str(path)!r} has no suffix: add .png, .pdf or .svg to choose the format")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{fmt}.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with style_context():
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _move_legend_to_figure(fig: Any, ax: Any, title: str | None = None) -> None:
+    """Replace an axes legend by one figure legend above the panels (it never hides data)."""
+    leg = ax.get_legend()
+    if leg is None:
+        return
+    handles, texts = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+    leg.remove()
+    fig.legend(handles, texts, loc="outside upper center", ncol=max(1, len(texts)), title=title,
+               frameon=False)
+
+
+def _finish(fig: Any, save_to: str | os.PathLike | None, dpi: int | None = None) -> Any:
+    if save_to is not None:
+        save_figure(fig, save_to, dpi=dpi)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# input helpers
+# ---------------------------------------------------------------------------------------------------
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _to_frame(history: Any, name: str = "history"):
+    """A list of dict rows, a dict of columns or a DataFrame -> DataFrame."""
+    import pandas as pd
+
+    if isinstance(history, pd.DataFrame):
+        return history.reset_index(drop=True)
+    if isinstance(history, Mapping):
+        return pd.DataFrame(dict(history))
+    if isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
+        if not all(isinstance(r, Mapping) for r in history):
+            raise TypeError(f"{name}: expected a list of dict rows or a pandas DataFrame")
+        return pd.DataFrame(list(history))
+    raise TypeError(
+        f"{name}: expected a list of dict rows or a pandas DataFrame, got {type(history).__name__}"
+    )
+
+
+def _domain_names(domains: np.ndarray) -> np.ndarray:
+    d = np.asarray(domains)
+    if d.dtype.kind in "iub":
+        bad = set(np.unique(d).tolist()) - {0, 1}
+        if bad:
+            raise ValueError(f"domains: integer domains must be 0 (sketch) or 1 (photo), found {sorted(bad)}")
+        return np.where(d.astype(int) == 0, "sketch", "photo")
+    return d.astype(str)
+
+
+def _coords(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, (list, tuple)):
+        x = np.concatenate([_np(a) for a in x])
+    x = _np(x).astype(float)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"{name}: expected [N, 2] coordinates (e.g. from analysis.project), got {x.shape}")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------
+# projections
+# ---------------------------------------------------------------------------------------------------
+def plot_projection_before_after(
+    before_2d: Any,
+    after_2d: Any,
+    domains: Any = None,
+    labels: Any = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    titles: tuple[str, str] = ("before training", "after training"),
+    max_legend_classes: int = 12,
+    point_size: float = 14.0,
+    suptitle: str | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """2 x 2 grid: columns before / after, top row coloured by domain, bottom row by class.
+
+    ``before_2d`` / ``after_2d`` are ``[N, 2]`` arrays of the same N points (or the lists that
+    :func:`dsn_lab.analysis.project` returns, concatenated in order). ``domains``: ``[N]`` with 0 / 1 or
+    "sketch" / "photo" strings; when None and the coordinates are given as a list of two arrays, the first is
+    taken as sketches and the second as photos. ``labels``: ``[N]`` class labels. In the class row, sketches
+    are crosses and photos dots, so a class whose sketches and photos overlap shows both markers together.
+    The class legend is shown only up to ``max_legend_classes`` classes.
+    """
+    import seaborn as sns
+
+    if domains is None:
+        if not (isinstance(before_2d, (list, tuple)) and len(before_2d) == 2):
+            raise ValueError("domains is required unless before_2d is a list [sketch_2d, photo_2d]")
+        domains = np.r_[np.zeros(len(before_2d[0]), int), np.ones(len(before_2d[1]), int)]
+    b, a = _coords(before_2d, "before_2d"), _coords(after_2d, "after_2d")
+    dom = _domain_names(_np(domains).reshape(-1))
+    if labels is None:
+        raise ValueError("labels is required: [N] class labels of the projected points")
+    lab = _np(labels).reshape(-1)
+    if not (len(b) == len(a) == len(dom) == len(lab)):
+        raise ValueError(
+            f"before_2d ({len(b)}), after_2d ({len(a)}), domains ({len(dom)}) and labels ({len(lab)}) "
+            "must describe the same points"
+        )
+    classes = list(dict.fromkeys(np.sort(lab).tolist()))
+    if class_names is not None and np.asarray(lab).dtype.kind in "iu":
+        names = [str(class_names[int(c)]) for c in classes]
+    else:
+        names = [str(c) for c in classes]
+    palette = sns.color_palette("husl", len(classes)) if len(classes) > 10 else sns.color_palette(
+        "colorblind", len(classes)
+    )
+    color_of = {c: palette[i] for i, c in enumerate(classes)}
+
+    dom_order = [n for n in DOMAIN_NAMES if n in set(dom)] + sorted(set(dom) - set(DOMAIN_NAMES))
+    with style_context():
+        fig = _new_figure((11, 10))
+        axes = fig.subplots(2, 2)
+        for col, (xy, title) in enumerate(zip((b, a), titles)):
+            ax = axes[0, col]
+            for d in dom_order:
+                m = dom == d
+                ax.scatter(xy[m, 0], xy[m, 1], s=point_size, alpha=0.7, label=d, linewidths=0,
+                           color=_DOMAIN_COLORS.get(d), marker=_DOMAIN_MARKERS.get(d, "o"))
+            ax.set_title(f"{title}: by domain")
+            ax.legend(loc="best", fontsize="small", markerscale=1.5)
+            ax = axes[1, col]
+            for c, name in zip(classes, names):
+                for d in dom_order:
+                    m = (lab == c) & (dom == d)
+                    if m.any():
+                        ax.scatter(xy[m, 0], xy[m, 1], s=point_size, alpha=0.75, linewidths=0,
+                                   color=color_of[c], marker=_DOMAIN_MARKERS.get(d, "o"),
+                                   label=name if d == dom[lab == c][0] else None)
+            ax.set_title(f"{title}: by class (x sketch, o photo)")
+            if len(classes) <= max_legend_classes:
+                ax.legend(loc="best", fontsize="x-small", ncol=2 if len(classes) > 6 else 1)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if suptitle:
+            fig.suptitle(suptitle)
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# gap measures
+# ---------------------------------------------------------------------------------------------------
+def _gap_columns(df, prefix: str, measures: Sequence[str] | None) -> dict[str, str]:
+    """Map measure name -> column in df (prefixed "gap/..." or bare)."""
+    found = {}
+    wanted = measures if measures is not None else _DEFAULT_GAP_MEASURES
+    for m in wanted:
+        for col in (f"{prefix}{m}", m):
+            if col in df.columns and df[col].notna().any():
+                found[m] = col
+                break
+        else:
+            if measures is not None:
+                raise KeyError(f"measure {m!r} not found (looked for columns {prefix + m!r} and {m!r})")
+    if not found:
+        raise ValueError(
+            f"no domain-gap columns found (expected e.g. {prefix}domain_classifier_acc; the "
+            f"DomainGapCallback writes them); columns present: {list(df.columns)[:20]}"
+        )
+    return found
+
+
+def plot_gap_measures(
+    history: Any,
+    *,
+    measures: Sequence[str] | None = None,
+    x: str = "epoch",
+    hue: str | None = None,
+    prefix: str = "gap/",
+    ncols: int = 3,
+    save_to: str | os.PathLike | None = None,
+):
+    """The domain-gap measures over training, one panel per measure (their scales differ).
+
+    ``history``: the run history (list of dict rows or DataFrame) holding ``"gap/<measure>"`` columns (as
+    :class:`dsn_lab.analysis.DomainGapCallback` writes) or bare measure columns. Rows without a value for a
+    measure are skipped (histories mix per-step and per-epoch rows). ``hue`` names a column that separates
+    runs (e.g. "method" with values "baseline" / "DSN") to draw one line per run. The classifier panel has
+    a dashed line at 0.5 (no gap).
+    """
+    import seaborn as sns
+
+    df = _to_frame(history)
+    if x not in df.columns:
+        raise KeyError(f"plot_gap_measures: x column {x!r} not in history (columns: {list(df.columns)[:20]})")
+    cols = _gap_columns(df, prefix, measures)
+    n = len(cols)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    with style_context():
+        fig = _new_figure((4.0 * ncols, 3.2 * nrows))
+        axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+        for ax, (m, col) in zip(axes, cols.items()):
+            keep = [x, col] + ([hue] if hue else [])
+            sub = df[keep].dropna(subset=[x, col])
+            sns.lineplot(data=sub, x=x, y=col, hue=hue, marker="o", ax=ax, errorbar=None,
+                         legend=bool(hue) and ax is axes[0])
+            if m == "domain_classifier_acc":
+                ax.axhline(0.5, ls="--", color="grey", lw=1)
+            if m == "mmd_pvalue":
+                ax.axhline(0.05, ls=":", color="grey", lw=1)
+            ax.set_title(GAP_LABELS.get(m, m), fontsize="medium")
+            ax.set_ylabel("")
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        if hue:
+            _move_legend_to_figure(fig, axes[0], title=hue)
+    return _finish(fig, save_to)
+
+
+def _bars_frame(table: Any):
+    """{method: {stage: {measure: v}}}, rows or DataFrame -> long DataFrame(method, stage, measure, value)."""
+    import pandas as pd
+
+    if isinstance(table, Mapping) and table and all(isinstance(v, Mapping) for v in table.values()):
+        first = next(iter(table.values()))
+        if first and all(isinstance(v, Mapping) for v in first.values()):
+            rows = []
+            for method, stages in table.items():
+                for stage, vals in stages.items():
+                    rows.append({"method": method, "stage": stage, **dict(vals)})
+            table = rows
+    df = _to_frame(table, "table")
+    for col in ("method", "stage"):
+        if col not in df.columns:
+            raise KeyError(
+                f"plot_gap_bars: table needs a {col!r} column (e.g. method='DSN', stage='after'), or pass "
+                "{method: {stage: {measure: value}}}"
+            )
+    value_cols = [
+        c for c in df.columns if c not in ("method", "stage") and pd.api.types.is_numeric_dtype(df[c])
+    ]
+    long = df.melt(id_vars=["method", "stage"], value_vars=value_cols, var_name="measure", value_name="value")
+    long["measure"] = long["measure"].str.replace(r"^gap/", "", regex=True)
+    return long
+
+
+def plot_gap_bars(
+    table: Any,
+    *,
+    measures: Sequence[str] | None = None,
+    ncols: int = 3,
+    save_to: str | os.PathLike | None = None,
+):
+    """Before / after bars of each gap measure, grouped by method (e.g. baseline CE+KD vs DSN).
+
+    ``table``: ``{"baseline": {"before": gap_dict, "after": gap_dict}, "DSN": {...}}`` (gap dicts as
+    :func:`dsn_lab.analysis.domain_gap` returns, bare or "gap/"-prefixed keys), or rows / a DataFrame with
+    columns "method", "stage" and one column per measure. One panel per measure.
+    """
+    import seaborn as sns
+
+    long = _bars_frame(table)
+    available = list(dict.fromkeys(long["measure"]))
+    if measures is None:
+        measures = [m for m in _DEFAULT_GAP_MEASURES if m in available] or available
+    missing = [m for m in measures if m not in available]
+    if missing:
+        raise KeyError(f"plot_gap_bars: measures {missing} not in the table (has {available})")
+    n = len(measures)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    stages = list(dict.fromkeys(long["stage"]))
+    with style_context():
+        fig = _new_figure((4.0 * ncols, 3.2 * nrows))
+        axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+        for i, (ax, m) in enumerate(zip(axes, measures)):
+            sub = long[long["measure"] == m]
+            sns.barplot(data=sub, x="method", y="value", hue="stage", hue_order=stages, ax=ax,
+                        errorbar=None, legend=i == 0)
+            if m == "domain_classifier_acc":
+                ax.axhline(0.5, ls="--", color="grey", lw=1)
+            ax.set_title(GAP_LABELS.get(m, m), fontsize="medium")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        _move_legend_to_figure(fig, axes[0])
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# training curves
+# ---------------------------------------------------------------------------------------------------
+def _default_panels(columns: Sequence[str]) -> dict[str, list[str]]:
+    skip = ("epoch", "step", "time", "wall_time")
+    cols = [c for c in columns if c not in skip and not c.startswith("gap/")]
+    loss_terms = {"ce", "kd", "contrastive", "memory", "total"}
+
+    def is_loss(c: str) -> bool:
+        base = c.split("/")[-1]
+        return "loss" in c.lower() or base in loss_terms
+
+    panels: dict[str, list[str]] = {
+        "losses": [c for c in cols if is_loss(c) and not c.lower().startswith("val")],
+        "accuracy": [c for c in cols if "acc" in c.lower() and not is_loss(c)],
+        "learning rate": [c for c in cols if c == "lr" or c.startswith("lr") or c.endswith("/lr")],
+    }
+    used = {c for v in panels.values() for c in v}
+    panels["validation"] = [
+        c for c in cols
+        if c not in used and (c.lower().startswith("val") or "map" in c.lower() or "p@" in c.lower())
+    ]
+    return {k: v for k, v in panels.items() if v}
+
+
+def plot_training_curves(
+    history: Any,
+    *,
+    x: str | None = None,
+    panels: Mapping[str, Sequence[str]] | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """Loss terms, accuracy, learning rate and validation metric over training, one panel each.
+
+    ``history``: list of dict rows or DataFrame. Columns are grouped automatically: names containing
+    "loss" or ending in ce / kd / contrastive / memory / total -> "losses"; "acc" -> "accuracy"; "lr" ->
+    "learning rate" (log scale); names starting with "val" or containing "mAP" / "P@" -> "validation".
+    ``panels={"title": [columns]}`` overrides the grouping. ``x`` defaults to "step" when present, else
+    "epoch", else the row number. Each column is drawn over the rows where it has a value, so per-step and
+    per-epoch rows can be mixed.
+    """
+    df = _to_frame(history)
+    if x is None:
+        x = "step" if "step" in df.columns else ("epoch" if "epoch" in df.columns else None)
+    if x is None:
+        df = df.assign(row=np.arange(len(df)))
+        x = "row"
+    elif x not in df.columns:
+        raise KeyError(f"plot_training_curves: x column {x!r} not in history")
+    groups = dict(panels) if panels is not None else _default_panels(list(df.columns))
+    for title, cols in groups.items():
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise KeyError(f"plot_training_curves: panel {title!r} names missing columns {missing}")
+    groups = {t: list(c) for t, c in groups.items() if c}
+    if not groups:
+        raise ValueError(
+            "plot_training_curves: no loss / accuracy / lr / validation columns found in "
+            f"{list(df.columns)[:20]}"
+        )
+    n = len(groups)
+    with style_context():
+        fig = _new_figure((4.2 * n, 3.4))
+        axes = np.atleast_1d(fig.subplots(1, n)).ravel()
+        for ax, (title, cols) in zip(axes, groups.items()):
+            for c in cols:
+                sub = df[[x, c]].dropna()
+                if sub.empty:
+                    continue
+                ax.plot(sub[x].to_numpy(), sub[c].to_numpy(dtype=float), label=c,
+                        marker="o" if len(sub) <= 30 else None, ms=3)
+            if title == "learning rate":
+                values = df[cols].to_numpy(dtype=float)
+                if np.nanmin(values) > 0:
+                    ax.set_yscale("log")
+            ax.set_title(title, fontsize="medium")
+            ax.set_xlabel(x)
+            if len(cols) > 1:
+                ax.legend(fontsize="x-small")
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# retrieval
+# ---------------------------------------------------------------------------------------------------
+def _to_hwc(img: Any, denormalize: tuple[Sequence[float], Sequence[float]] | None) -> np.ndarray:
+    """One image (PIL, [C,H,W] / [H,W,C] / [H,W] array or tensor) -> float [H, W, 3] in [0, 1]."""
+    if hasattr(img, "convert") and hasattr(img, "size"):  # PIL
+        img = np.asarray(img.convert("RGB"))
+    a = _np(img)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.transpose(a, (1, 2, 0))
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"expected an image [C,H,W], [H,W,C] or [H,W], got shape {a.shape}")
+    if a.dtype == np.uint8:
+        a = a.astype(float) / 255.0
+    else:
+        a = a.astype(float)
+        if denormalize is not None:
+            mean, std = (np.asarray(v, float).reshape(1, 1, -1) for v in denormalize)
+            a = a * std + mean
+        elif a.min() < 0.0 or a.max() > 1.0:  # unknown normalisation: rescale for display
+            a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.clip(a[..., :3], 0.0, 1.0)
+
+
+def plot_retrieval_grid(
+    query_images: Any,
+    ranked_gallery_images: Any,
+    correct_mask: Any,
+    *,
+    k: int | None = None,
+    query_titles: Sequence[str] | None = None,
+    gallery_titles: Sequence[Sequence[str]] | None = None,
+    denormalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    cell_size: float = 1.4,
+    save_to: str | os.PathLike | None = None,
+):
+    """One row per query: the query sketch, then its top-k gallery photos framed green (same class) or red.
+
+    ``query_images``: Q images; ``ranked_gallery_images``: Q sequences of at least k images, best first;
+    ``correct_mask``: [Q, >=k] booleans. Images may be PIL images, uint8 / float arrays or tensors in
+    [C,H,W] or [H,W,C]; float images outside [0, 1] are rescaled for display unless ``denormalize=(mean,
+    std)`` undoes a known normalisation (e.g. ImageNet's).
+    """
+    queries = list(query_images)
+    galleries = [list(g) for g in ranked_gallery_images]
+    mask = _np(correct_mask).astype(bool)
+    if mask.ndim == 1:
+        mask = mask[None, :]
+    if not queries:
+        raise ValueError("plot_retrieval_grid: no query images")
+    if len(galleries) != len(queries) or len(mask) != len(queries):
+        raise ValueError(
+            f"plot_retrieval_grid: {len(queries)} queries but {len(galleries)} gallery rows and "
+            f"{len(mask)} mask rows"
+        )
+    k = min(len(g) for g in galleries) if k is None else int(k)
+    if k < 1 or any(len(g) < k for g in galleries) or mask.shape[1] < k:
+        raise ValueError(f"plot_retrieval_grid: need at least k={k} ranked images and mask entries per query")
+    q = len(queries)
+    with style_context():
+        fig = _new_figure((cell_size * (k + 1), cell_size * q + 0.4))
+        axes = np.asarray(fig.subplots(q, k + 1, squeeze=False))
+        for r in range(q):
+            ax = axes[r, 0]
+            ax.imshow(_to_hwc(queries[r], denormalize))
+            ax.set_title(query_titles[r] if query_titles else "query", fontsize="x-small")
+            for side in ax.spines.values():
+                side.set_edgecolor("#333333")
+                side.set_linewidth(2)
+            for j in range(k):
+                ax = axes[r, j + 1]
+                ax.imshow(_to_hwc(galleries[r][j], denormalize))
+                color = "#2a9d3f" if mask[r, j] else "#d62828"
+                for side in ax.spines.values():
+                    side.set_visible(True)
+                    side.set_edgecolor(color)
+                    side.set_linewidth(3)
+                if gallery_titles is not None:
+                    ax.set_title(str(gallery_titles[r][j]), fontsize="xx-small")
+                elif r == 0:
+                    ax.set_title(f"#{j + 1}", fontsize="x-small")
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    return _finish(fig, save_to)
+
+
+def plot_per_class_ap(
+    ap: Any,
+    labels: Any = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    max_classes: int = 40,
+    title: str = "AP per unseen class",
+    save_to: str | os.PathLike | None = None,
+):
+    """Horizontal bars of the mean AP of each class, sorted, with the mean over classes as a dashed line.
+
+    ``ap``: per-query AP values (then ``labels`` gives each query's class, e.g. ``evaluate_retrieval(...,
+    per_query=True)["AP_per_query"]``), or per-class values (``labels=None``; an array indexed by class or a
+    ``{class name: AP}`` dict). With more than ``max_classes`` classes the best and worst
+    ``max_classes // 2`` are shown (the mean line is over all classes).
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    if isinstance(ap, Mapping):
+        per_class = pd.Series({str(k): float(v) for k, v in ap.items()})
+    else:
+        values = _np(ap).astype(float).reshape(-1)
+        if labels is not None:
+            lab = _np(labels).reshape(-1)
+            if len(lab) != len(values):
+                raise ValueError(f"plot_per_class_ap: {len(values)} AP values but {len(lab)} labels")
+            per_class = pd.Series(values).groupby(lab).mean()
+        else:
+            per_class = pd.Series(values, index=np.arange(len(values)))
+        if class_names is not None:
+            per_class.index = [str(class_names[int(i)]) for i in per_class.index]
+        else:
+            per_class.index = [str(i) for i in per_class.index]
+    if per_class.empty:
+        raise ValueError("plot_per_class_ap: no AP values")
+    mean_ap = float(per_class.mean())
+    per_class = per_class.sort_values(ascending=False, kind="stable")
+    if len(per_class) > max_classes:
+        half = max(1, max_classes // 2)
+        per_class = pd.concat([per_class.iloc[:half], per_class.iloc[-half:]])
+    frame = pd.DataFrame({"class": per_class.index, "AP": per_class.to_numpy()})
+    with style_context():
+        fig = _new_figure((6.5, 0.6 + 0.22 * len(frame)))
+        ax = fig.subplots()
+        color = sns.color_palette("colorblind")[0]
+        sns.barplot(data=frame, y="class", x="AP", ax=ax, color=color, orient="h")
+        ax.axvline(mean_ap, ls="--", color="grey", lw=1, label=f"mean over classes {mean_ap:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylabel("")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(loc="lower right", fontsize="small")
+        ax.set_title(title, fontsize="medium")
+    return _finish(fig, save_to)
+
+
+def plot_cid_mask_heatmap(
+    cid_mask: Any,
+    class_names: Sequence[str] | None = None,
+    imagenet_names: Sequence[str] | None = None,
+    *,
+    max_rows: int = 30,
+    top_k: int = 25,
+    title: str = "WordNet similarity to ImageNet classes (cid_mask)",
+    save_to: str | os.PathLike | None = None,
+):
+    """Heatmap of SAKE's ``cid_mask`` [C, 1000]: the first ``max_rows`` dataset classes against the
+    ``top_k`` ImageNet classes most similar to any of them (all 1000 columns would be unreadable).
+
+    ``class_names`` label the rows, ``imagenet_names`` (1000 names) the columns; indices otherwise.
+    """
+    import seaborn as sns
+
+    m = _np(cid_mask).astype(float)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"plot_cid_mask_heatmap: expected a [C, K] matrix, got shape {m.shape}")
+    rows = np.arange(min(max_rows, m.shape[0]))
+    sub = m[rows]
+    top_k = min(top_k, m.shape[1])
+    cols = np.sort(np.argsort(-sub.max(0), kind="stable")[:top_k])
+    row_labels = [str(class_names[i]) if class_names is not None else str(i) for i in rows]
+    col_labels = [str(imagenet_names[j]) if imagenet_names is not None else str(j) for j in cols]
+    with style_context():
+        fig = _new_figure((0.32 * len(cols) + 3.0, 0.28 * len(rows) + 2.0))
+        ax = fig.subplots()
+        sns.heatmap(sub[:, cols], ax=ax, cmap="viridis", xticklabels=col_labels, yticklabels=row_labels,
+                    cbar_kws={"label": "path similarity"})
+        ax.tick_params(axis="x", labelsize=6, rotation=90)
+        ax.tick_params(axis="y", labelsize=7, rotation=0)
+        ax.set_title(title, fontsize="medium")
+    return _finish(fig, save_to)

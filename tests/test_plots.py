@@ -1,0 +1,200 @@
+"""Tests for dsn_lab/plots.py: every figure builds, returns a Figure and writes a PNG atomically."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from dsn_lab import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    assert path.exists() and path.read_bytes()[:8] == PNG_MAGIC
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []  # the temporary file was renamed, not left behind
+
+
+def gap_row(epoch, scale, **extra):
+    return {
+        "epoch": epoch,
+        "gap/domain_classifier_acc": 0.5 + 0.5 * scale,
+        "gap/mmd": 0.3 * scale,
+        "gap/mmd_pvalue": 1.0 - scale,
+        "gap/centroid_distance": scale,
+        "gap/sketch_dispersion": 0.2 + 0.1 * scale,
+        "gap/photo_dispersion": 0.2,
+        "gap/cross_domain_nn_agreement": 1.0 - 0.5 * scale,
+        **extra,
+    }
+
+
+def test_use_style_and_context_do_not_leak():
+    before = dict(mpl.rcParams)
+    with plots.style_context():
+        assert mpl.rcParams["axes.grid"] is True  # seaborn whitegrid
+    assert dict(mpl.rcParams) == before
+    fig = plots.plot_gap_measures([gap_row(0, 1.0), gap_row(1, 0.5)])
+    assert isinstance(fig, Figure)
+    assert dict(mpl.rcParams) == before  # plotting never changes the user's settings
+    try:
+        plots.use_style()
+        assert mpl.rcParams["axes.grid"] is True
+    finally:
+        mpl.rcParams.update(before)
+
+
+def test_no_backend_forced_on_import():
+    import subprocess
+    import sys
+
+    code = "import matplotlib; b = matplotlib.rcParams._get_backend_or_none(); import dsn_lab.plots; " \
+           "assert matplotlib.rcParams._get_backend_or_none() == b, 'backend changed'; " \
+           "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_projection_before_after(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    before, after = rng.normal(size=(n, 2)), torch.from_numpy(rng.normal(size=(n, 2)))
+    domains = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
+    labels = np.tile(np.arange(4), n // 4)
+    out = tmp_path / "sub" / "proj.png"
+    fig = plots.plot_projection_before_after(before, after, domains, labels,
+                                             class_names=["a", "b", "c", "d"], save_to=out)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert_png(out)
+    legend_texts = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert legend_texts == ["a", "b", "c", "d"]
+    # the list form from analysis.project infers the domains
+    fig2 = plots.plot_projection_before_after([before[:20], before[20:]], [after[:20], after[20:]],
+                                              labels=labels)
+    assert [t.get_text() for t in fig2.axes[0].get_legend().get_texts()] == ["sketch", "photo"]
+    with pytest.raises(ValueError, match="same points"):
+        plots.plot_projection_before_after(before, after[:-1], domains, labels)
+    with pytest.raises(ValueError, match="0 \\(sketch\\) or 1"):
+        plots.plot_projection_before_after(before, after, domains + 2, labels)
+
+
+def test_gap_measures_over_epochs(tmp_path):
+    rows = [gap_row(e, 1.0 / (e + 1), method="DSN") for e in range(4)]
+    rows += [gap_row(e, 1.0, method="baseline") for e in range(4)]
+    rows.insert(2, {"epoch": 0, "step": 5, "loss": 1.0})  # per-step rows without gap values are skipped
+    out = tmp_path / "gap.png"
+    fig = plots.plot_gap_measures(pd.DataFrame(rows), hue="method", save_to=out)
+    assert_png(out)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 6  # the default measures
+    acc_ax = visible[0]
+    dsn_line = [ln for ln in acc_ax.get_lines() if len(ln.get_xdata()) == 4]
+    assert any(np.allclose(ln.get_ydata(), [0.5 + 0.5 / (e + 1) for e in range(4)]) for ln in dsn_line)
+    fig = plots.plot_gap_measures(rows, measures=["mmd", "mmd_pvalue"])
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    with pytest.raises(ValueError, match="no domain-gap columns"):
+        plots.plot_gap_measures([{"epoch": 0, "loss": 1.0}])
+    with pytest.raises(KeyError, match="mmd"):
+        plots.plot_gap_measures([{"epoch": 0, "gap/centroid_distance": 1.0}], measures=["mmd"])
+
+
+def test_gap_bars(tmp_path):
+    def gap(scale):
+        return {k.removeprefix("gap/"): v for k, v in gap_row(0, scale).items() if k != "epoch"}
+
+    table = {"baseline": {"before": gap(1.0), "after": gap(0.8)},
+             "DSN": {"before": gap(1.0), "after": gap(0.3)}}
+    out = tmp_path / "bars.png"
+    fig = plots.plot_gap_bars(table, save_to=out)
+    assert_png(out)
+    acc_ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in acc_ax.patches if p.get_height() > 0)
+    assert heights == sorted(round(0.5 + 0.5 * s, 6) for s in (1.0, 0.8, 1.0, 0.3))
+    rows = pd.DataFrame([{"method": "DSN", "stage": "after", "gap/mmd": 0.1},
+                         {"method": "DSN", "stage": "before", "gap/mmd": 0.3}])
+    assert len(plots.plot_gap_bars(rows).axes) == 1
+    with pytest.raises(KeyError, match="stage"):
+        plots.plot_gap_bars([{"method": "DSN", "mmd": 0.1}])
+
+
+def test_training_curves(tmp_path):
+    hist = []
+    for step in range(20):
+        hist.append({"epoch": step // 10, "step": step, "loss": 2.0 / (step + 1), "loss/ce": 1.0 / (step + 1),
+                     "loss/kd": 0.5, "train_acc": step / 20, "lr": 1e-4 * 0.5 ** (step / 10)})
+    hist.append({"epoch": 0, "step": 9, "val_acc": 0.3, "val/mAP@all": 0.2})
+    hist.append({"epoch": 1, "step": 19, "val_acc": 0.4, "val/mAP@all": 0.25, "gap/mmd": 0.1})
+    out = tmp_path / "curves.png"
+    fig = plots.plot_training_curves(hist, save_to=out)
+    assert_png(out)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["losses", "accuracy", "learning rate", "validation"]
+    assert fig.axes[2].get_yscale() == "log"
+    loss_labels = {ln.get_label() for ln in fig.axes[0].get_lines()}
+    assert loss_labels == {"loss", "loss/ce", "loss/kd"}
+    assert {ln.get_label() for ln in fig.axes[1].get_lines()} == {"train_acc", "val_acc"}
+    fig = plots.plot_training_curves(hist, panels={"mAP": ["val/mAP@all"]}, x="epoch")
+    assert len(fig.axes) == 1 and list(fig.axes[0].get_lines()[0].get_ydata()) == [0.2, 0.25]
+    with pytest.raises(ValueError, match="no loss"):
+        plots.plot_training_curves([{"epoch": 0, "foo": 1.0}])
+
+
+def test_retrieval_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    queries = [torch.rand(3, 16, 16), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)]
+    gallery = [[torch.randn(3, 16, 16) for _ in range(5)], [rng.random((16, 16)) for _ in range(5)]]
+    mask = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 1, 1]], bool)
+    out = tmp_path / "grid.png"
+    fig = plots.plot_retrieval_grid(queries, gallery, mask, k=4, query_titles=["cat", "dog"], save_to=out)
+    assert_png(out)
+    axes = np.array(fig.axes).reshape(2, 5)
+    assert mpl.colors.to_hex(axes[0, 1].spines["top"].get_edgecolor()) == "#2a9d3f"  # correct: green
+    assert mpl.colors.to_hex(axes[0, 2].spines["top"].get_edgecolor()) == "#d62828"  # wrong: red
+    img = axes[0, 2].get_images()[0].get_array()
+    assert img.min() >= 0.0 and img.max() <= 1.0  # a normalised tensor was rescaled for display
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    plots.plot_retrieval_grid(queries[:1], gallery[:1], mask[:1], denormalize=(mean, std))
+    with pytest.raises(ValueError, match="at least k=9"):
+        plots.plot_retrieval_grid(queries, gallery, mask, k=9)
+
+
+def test_per_class_ap(tmp_path):
+    ap = np.array([0.2, 0.4, 0.9, 0.1, 0.5])
+    labels = np.array([0, 0, 1, 2, 2])
+    out = tmp_path / "ap.png"
+    fig = plots.plot_per_class_ap(ap, labels, class_names=["cat", "dog", "owl"], save_to=out)
+    assert_png(out)
+    ax = fig.axes[0]
+    widths = [p.get_width() for p in ax.patches]
+    assert widths == pytest.approx([0.9, 0.3, 0.3])  # per-class means, sorted descending
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dog", "cat", "owl"]  # ties keep class order
+    mean_line = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"][0]
+    assert mean_line.get_xdata()[0] == pytest.approx(0.5)  # mean over classes, not over queries (0.42)
+    fig = plots.plot_per_class_ap({f"c{i}": i / 100 for i in range(100)}, max_classes=10)
+    assert len(fig.axes[0].patches) == 10
+
+
+def test_cid_mask_heatmap(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = rng.random((50, 1000)).astype(np.float32) * 0.2
+    mask[3, 777] = 1.0
+    out = tmp_path / "cid.png"
+    names = [f"class{i}" for i in range(50)]
+    fig = plots.plot_cid_mask_heatmap(mask, names, max_rows=10, top_k=8, save_to=out)
+    assert_png(out)
+    xt = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(xt) == 8 and "777" in xt
+    with pytest.raises(ValueError, match="matrix"):
+        plots.plot_cid_mask_heatmap(np.zeros(5))
+
+
+def test_save_figure_needs_suffix_and_writes_pdf(tmp_path):
+    fig = plots.plot_gap_measures([gap_row(0, 1.0)])
+    with pytest.raises(ValueError, match="suffix"):
+        plots.save_figure(fig, tmp_path / "noext")
+    path = plots.save_figure(fig, tmp_path / "g.pdf")
+    assert path.read_bytes()[:4] == b"%PDF"
