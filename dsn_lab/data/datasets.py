@@ -1,0 +1,756 @@
+"""The four ZS-SBIR benchmarks and the offline EmojiSketch set, as one kind of torch ``Dataset``.
+
+Why: each published split is a pair of file lists, and papers silently differ in which one they use. Here
+every split is named, its unseen classes are written out in the package, its list files are the official ones
+(pinned in :mod:`dsn_lab.data.fetch`), and loading checks the lists against those classes and the images
+on disk, printing the counts and warning when they differ from the published sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from dsn_lab.data import fetch
+
+DOMAINS: dict[str, int] = {"sketch": 0, "photo": 1}
+ON_ERROR = ("raise", "skip")
+CHECKS = ("none", "exists", "decode")
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """The dataset root, a domain folder or class folders are missing."""
+
+
+class DatasetImageError(OSError):
+    """An image that is listed cannot be read (missing, unreadable, truncated)."""
+
+
+class SplitError(ValueError):
+    """Unknown split/domain, or an official list that disagrees with the split definition."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# layouts (folder trees) and split definitions
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A dataset's folder tree: the folders that identify it and the domain folders holding class folders."""
+
+    key: str
+    markers: tuple[str, ...]
+    domain_dirs: dict[str, tuple[str, ...]]
+    tree: str
+
+
+SKETCHY_TREE = """\
+<root>/                          Sketchy-Ext, shared by sketchy-s1 and sketchy-s2
+├── 256x256/
+│   ├── sketch/tx_000000000000_ready/<class>/<photo id>-<n>.png     sketches (75,481 listed)
+│   └── photo/tx_000000000000_ready/<class>/<photo id>.jpg          Sketchy photos (100 per class)
+├── EXTEND_image_sketchy_ready/<class>/ext_<n>.jpg                  extended photos (73,002 listed)
+└── zeroshot1/ (optional)        SAKE's list files, as its dataset.zip ships them"""
+
+TUBERLIN_TREE = """\
+<root>/                          TU-Berlin-Ext (class names contain spaces: "alarm clock")
+├── png_ready/<class>/<n>.png                          sketches (80 per class, 250 classes)
+├── ImageResized_ready/<class>/<wnid>_<n>.JPEG         extended photos (ImageNet)
+└── zeroshot/ (optional)         SAKE's list files"""
+
+QUICKDRAW_TREE = """\
+<root>/                          QuickDraw-Ext as packed by ZSE-SBIR (110 classes)
+├── sketches/<class>/<n>.png                           QuickDraw sketches
+├── images/<class>/image_<n>.jpg                       photos
+└── zeroshot/ (optional)         ZSE-SBIR's list files"""
+
+EMOJISKETCH_TREE = """\
+<root>/                          EmojiSketch (built by `python -m dsn_lab data fetch emojisketch`)
+├── sketch/<class>/<file>.png                          line-art emoji (OpenMoji black)
+├── photo/<class>/<file>.png                           colour renderings of the same concepts
+├── splits/classes_<split>.txt                         one class name per line; label = line index
+├── splits/<domain>_<split>.txt                        "relpath label", split in train | val | zero
+├── ATTRIBUTION.md
+└── manifest.json"""
+
+LAYOUTS: dict[str, Layout] = {
+    "sketchy": Layout(
+        "sketchy",
+        ("256x256",),
+        {
+            "sketch": ("256x256/sketch/tx_000000000000_ready",),
+            "photo": ("256x256/photo/tx_000000000000_ready", "EXTEND_image_sketchy_ready"),
+        },
+        SKETCHY_TREE,
+    ),
+    "tuberlin": Layout(
+        "tuberlin",
+        ("png_ready",),
+        {"sketch": ("png_ready",), "photo": ("ImageResized_ready",)},
+        TUBERLIN_TREE,
+    ),
+    "quickdraw": Layout(
+        "quickdraw", ("sketches", "images"), {"sketch": ("sketches",), "photo": ("images",)}, QUICKDRAW_TREE
+    ),
+    "emojisketch": Layout("emojisketch", (), {"sketch": ("sketch",), "photo": ("photo",)}, EMOJISKETCH_TREE),
+}
+
+# Unseen (zero-shot test) classes, in label order (= the official cname_cid_zero.txt files).
+SKETCHY_S1_UNSEEN = (
+    "cup",
+    "swan",
+    "harp",
+    "squirrel",
+    "snail",
+    "ray",
+    "pineapple",
+    "volcano",
+    "rifle",
+    "scissors",
+    "parrot",
+    "windmill",
+    "teddy_bear",
+    "tree",
+    "wine_bottle",
+    "deer",
+    "chicken",
+    "airplane",
+    "wheelchair",
+    "tank",
+    "umbrella",
+    "butterfly",
+    "camel",
+    "horse",
+    "bell",
+)
+SKETCHY_S2_UNSEEN = (  # Yelamarthi et al. (2018): unseen classes kept out of ImageNet-1k
+    "bat",
+    "cabin",
+    "cow",
+    "dolphin",
+    "door",
+    "giraffe",
+    "helicopter",
+    "mouse",
+    "pear",
+    "raccoon",
+    "rhinoceros",
+    "saw",
+    "scissors",
+    "seagull",
+    "skyscraper",
+    "songbird",
+    "sword",
+    "tree",
+    "wheelchair",
+    "windmill",
+    "window",
+)
+TUBERLIN_UNSEEN = (
+    "banana",
+    "bus",
+    "tractor",
+    "suitcase",
+    "streetlight",
+    "telephone",
+    "bottle opener",
+    "canoe",
+    "fan",
+    "teacup",
+    "penguin",
+    "laptop",
+    "shoe",
+    "lighter",
+    "hot air balloon",
+    "pizza",
+    "brain",
+    "ant",
+    "t-shirt",
+    "trombone",
+    "windmill",
+    "snowboard",
+    "table",
+    "rollerblades",
+    "parachute",
+    "space shuttle",
+    "bridge",
+    "frying-pan",
+    "bread",
+    "horse",
+)
+QUICKDRAW_UNSEEN = (
+    "bat",
+    "cow",
+    "dolphin",
+    "door",
+    "giraffe",
+    "helicopter",
+    "mouse",
+    "raccoon",
+    "rhinoceros",
+    "saw",
+    "scissors",
+    "skyscraper",
+    "tree",
+    "windmill",
+    "feather",
+    "campfire",
+    "palm tree",
+    "fire_hydrant",
+    "bread",
+    "beach",
+    "megaphone",
+    "cactus",
+    "zebra",
+    "tiger",
+    "shark",
+    "frog",
+    "banana",
+    "cake",
+    "hamburger",
+    "fan",
+)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One benchmark split: which official list files define it and what they should contain."""
+
+    name: str
+    title: str
+    layout: str
+    lists: dict[tuple[str, str], str]  # (split, domain) -> key in fetch.SPLIT_FILES
+    classes: dict[str, str]  # split -> key of its cname_cid file
+    unseen: tuple[str, ...]
+    n_seen: int
+    expected: dict[tuple[str, str], int] = field(default_factory=dict)  # published sizes
+    citation: str = ""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s for s, _ in self.lists))
+
+    def split_keys(self) -> list[str]:
+        return sorted(set(self.lists.values()) | set(self.classes.values()))
+
+    def image_root_ok(self, root: Path) -> bool:
+        lay = LAYOUTS[self.layout]
+        return all((Path(root) / d).is_dir() for dirs in lay.domain_dirs.values() for d in dirs)
+
+
+_S1, _TU = "sake/dataset/Sketchy/zeroshot1/", "sake/dataset/TUBerlin/zeroshot/"
+_S2, _QD = "zse-sbir/datasets/Sketchy/zeroshot0/", "zse-sbir/datasets/QuickDraw/zeroshot/"
+_SK = "sketch_tx_000000000000_ready_filelist_"
+
+SPECS: dict[str, DatasetSpec] = {
+    "sketchy-s1": DatasetSpec(
+        "sketchy-s1",
+        "Sketchy-Ext split 1 (100 seen / 25 unseen; Shen et al. 2018, SAKE)",
+        "sketchy",
+        lists={
+            ("train", "sketch"): _S1 + _SK + "train.txt",
+            ("train", "photo"): _S1 + "all_photo_filelist_train.txt",
+            ("test", "sketch"): _S1 + _SK + "test.txt",
+            ("zero", "sketch"): _S1 + _SK + "zero.txt",
+            ("zero", "photo"): _S1 + "all_photo_filelist_zero.txt",
+        },
+        classes={
+            "train": _S1 + "cname_cid.txt",
+            "test": _S1 + "cname_cid.txt",
+            "zero": _S1 + "cname_cid_zero.txt",
+        },
+        unseen=SKETCHY_S1_UNSEEN,
+        n_seen=100,
+        expected={
+            ("train", "sketch"): 55252,
+            ("train", "photo"): 68401,
+            ("test", "sketch"): 5000,
+            ("zero", "sketch"): 15229,
+            ("zero", "photo"): 17101,
+        },
+        citation="SAKE (Liu et al., ICCV 2019), github.com/qliu24/SAKE",
+    ),
+    "sketchy-s2": DatasetSpec(
+        "sketchy-s2",
+        "Sketchy-Ext split 2 (104 seen / 21 unseen outside ImageNet; Yelamarthi et al. 2018)",
+        "sketchy",
+        lists={
+            ("train", "sketch"): _S2 + _SK + "train.txt",
+            ("train", "photo"): _S2 + "all_photo_filelist_train.txt",
+            ("zero", "sketch"): _S2 + _SK + "zero.txt",
+            ("zero", "photo"): _S2 + "all_photo_filelist_zero.txt",
+        },
+        classes={"train": _S2 + "cname_cid.txt", "zero": _S2 + "cname_cid_zero.txt"},
+        unseen=SKETCHY_S2_UNSEEN,
+        n_seen=104,
+        expected={
+            ("train", "sketch"): 57587,
+            ("train", "photo"): 72949,
+            ("zero", "sketch"): 12694,
+            ("zero", "photo"): 12553,
+        },
+        citation="ZSE-SBIR (Lin et al., CVPR 2023), github.com/buptLinfy/ZSE-SBIR, zeroshot0",
+    ),
+    "tuberlin": DatasetSpec(
+        "tuberlin",
+        "TU-Berlin-Ext (220 seen / 30 unseen; Shen et al. 2018, SAKE)",
+        "tuberlin",
+        lists={
+            ("train", "sketch"): _TU + "png_ready_filelist_train.txt",
+            ("train", "photo"): _TU + "ImageResized_ready_filelist_train.txt",
+            ("test", "sketch"): _TU + "png_ready_filelist_test.txt",
+            ("zero", "sketch"): _TU + "png_ready_filelist_zero.txt",
+            ("zero", "photo"): _TU + "ImageResized_ready_filelist_zero.txt",
+        },
+        classes={
+            "train": _TU + "cname_cid.txt",
+            "test": _TU + "cname_cid.txt",
+            "zero": _TU + "cname_cid_zero.txt",
+        },
+        unseen=TUBERLIN_UNSEEN,
+        n_seen=220,
+        expected={
+            ("train", "sketch"): 15400,
+            ("test", "sketch"): 2200,
+            ("zero", "sketch"): 2400,
+            ("zero", "photo"): 27989,
+        },
+        citation="SAKE (Liu et al., ICCV 2019), github.com/qliu24/SAKE",
+    ),
+    "quickdraw": DatasetSpec(
+        "quickdraw",
+        "QuickDraw-Ext (80 seen / 30 unseen; Dey et al. 2019, as in ZSE-SBIR)",
+        "quickdraw",
+        lists={
+            ("train", "sketch"): _QD + "sketch_train.txt",
+            ("train", "photo"): _QD + "all_photo_train.txt",
+            ("zero", "sketch"): _QD + "sketch_zero.txt",
+            ("zero", "photo"): _QD + "all_photo_zero.txt",
+        },
+        classes={"train": _QD + "cname_cid.txt", "zero": _QD + "cname_cid_zero.txt"},
+        unseen=QUICKDRAW_UNSEEN,
+        n_seen=80,
+        expected={("zero", "sketch"): 92291, ("zero", "photo"): 54151},
+        citation="ZSE-SBIR (Lin et al., CVPR 2023), github.com/buptLinfy/ZSE-SBIR",
+    ),
+}
+
+DATASET_NAMES = (*SPECS, "emojisketch")
+
+
+def layout_of(name: str) -> str:
+    if name in SPECS:
+        return SPECS[name].layout
+    if name in LAYOUTS:  # a layout key ("sketchy") names the same folder
+        return name
+    raise KeyError(f"Unknown dataset {name!r}. Known: {', '.join(DATASET_NAMES)}.")
+
+
+def default_root(name: str) -> Path:
+    """``$DSN_LAB_DATA/<folder>`` or ``~/.cache/dsn_lab/<folder>``.
+
+    The folder is the dataset's image folder: ``sketchy`` for both Sketchy splits (they share the images),
+    else the dataset name.
+    """
+    folder = layout_of(name)
+    env = os.environ.get("DSN_LAB_DATA")
+    return (Path(env).expanduser() if env else fetch.cache_home()) / folder
+
+
+# ---------------------------------------------------------------------------------------------------
+# list files
+
+
+def read_class_file(path: Path) -> list[str]:
+    """A ``cname_cid`` file ("class name<space>id" per line; names may contain spaces) -> names by id."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        name, _, cid = line.strip().rpartition(" ")
+        if not name or not cid.lstrip("-").isdigit():
+            raise SplitError(f"{path}, line {n}: expected 'class name<space>id', got {line!r}.")
+        pairs.append((int(cid), name))
+    ids = sorted(i for i, _ in pairs)
+    if ids != list(range(len(pairs))):
+        raise SplitError(f"{path}: class ids are not 0..{len(pairs) - 1}.")
+    return [name for _, name in sorted(pairs)]
+
+
+def read_list_file(path: Path) -> list[tuple[str, int]]:
+    """A file list ("relative/path label" per line; paths may contain spaces: split at the LAST space)."""
+    samples = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            rel, _, label = line.rpartition(" ")
+            if not rel or not label.isdigit():
+                raise SplitError(f"{path}, line {n}: expected 'relative/path label', got {line!r}.")
+            if rel.startswith("/") or ".." in Path(rel).parts:
+                raise SplitError(f"{path}, line {n}: path {rel!r} must be relative and stay inside the root.")
+            samples.append((rel, int(label)))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------
+# images
+
+
+def load_rgb(path: Path | str) -> Image.Image:
+    """Open an image fully as RGB; transparent pixels go onto white (sketches are dark strokes on white)."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+            canvas.paste(rgba, mask=rgba.getchannel("A"))
+            return canvas
+        return img.convert("RGB")
+
+
+class SketchPhotoDataset(Dataset):
+    """Images of one domain of one split: ``ds[i] -> (image, label, domain)`` (domain 0 sketch, 1 photo).
+
+    ``samples`` is the list of ``(path relative to root, label)``; ``classes[label]`` is the class name.
+    ``on_error="skip"``: an image that cannot be read is replaced by the next readable one and reported in
+    ``skipped`` (and by a warning), instead of stopping a long run.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        samples: Sequence[tuple[str, int]],
+        classes: Sequence[str],
+        *,
+        domain: str,
+        name: str = "",
+        split: str = "",
+        transform: Callable | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if domain not in DOMAINS:
+            raise SplitError(f"Unknown domain {domain!r}: use 'sketch' or 'photo'.")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}.")
+        self.root = Path(root)
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.domain = domain
+        self.domain_id = DOMAINS[domain]
+        self.name, self.split = name, split
+        self.transform = transform
+        self.on_error = on_error
+        self.skipped: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def path(self, index: int) -> Path:
+        return self.root / self.samples[index][0]
+
+    def _read(self, index: int) -> Image.Image:
+        path = self.path(index)
+        try:
+            return load_rgb(path)
+        except FileNotFoundError:
+            reason = "file not found"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            reason = f"unreadable or truncated image ({exc})"
+        raise DatasetImageError(
+            f"{path}: {reason}. It is listed in the {self.name} {self.split}/{self.domain} split. "
+            "Fix: re-extract "
+            "the dataset archive (python -m dsn_lab data import ARCHIVE --name NAME --overwrite), or pass "
+            "on_error='skip' to skip unreadable images and report them."
+        )
+
+    def load_image(self, index: int) -> tuple[Image.Image, int]:
+        """(RGB PIL image, label) of ``index``; with ``on_error='skip'`` the next readable sample instead."""
+        for offset in range(len(self.samples)):
+            j = (index + offset) % len(self.samples)
+            try:
+                return self._read(j), self.samples[j][1]
+            except DatasetImageError as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append((self.samples[j][0], str(exc).split(". It is listed")[0]))
+                warnings.warn(f"skipping {exc}".split(". It is listed")[0], stacklevel=2)
+        raise DatasetImageError(
+            f"No readable image at all in {self.root} for {self.name} {self.split}/{self.domain}."
+        )
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        image, label = self.load_image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label, self.domain_id
+
+    def subset(self, indices: Iterable[int]) -> SketchPhotoDataset:
+        """A dataset of the selected samples (same classes, transform and error policy)."""
+        return SketchPhotoDataset(
+            self.root,
+            [self.samples[i] for i in indices],
+            self.classes,
+            domain=self.domain,
+            name=self.name,
+            split=self.split,
+            transform=self.transform,
+            on_error=self.on_error,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SketchPhotoDataset({self.name} {self.split}/{self.domain}: {len(self):,} images, "
+            f"{len(self.classes)} classes, root={str(self.root)!r})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# checks
+
+
+def _layout_message(layout: Layout, root: Path) -> str:
+    return f"Expected layout under {root}:\n{layout.tree}"
+
+
+def _fix_message(name: str, root: Path) -> str:
+    if name == "emojisketch":
+        return f"Fix: python -m dsn_lab data fetch emojisketch --root {root}"
+    return (
+        f"Fix: python -m dsn_lab data fetch {name} --root {root}  (or, with an archive you have: "
+        f"python -m dsn_lab data import ARCHIVE --name {name} --root {root}); "
+        "or pass root= / set $DSN_LAB_DATA."
+    )
+
+
+def _check_tree(
+    name: str, root: Path, domain: str, samples: list[tuple[str, int]], check: str, on_error: str
+) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """Check root, class folders and (check='exists'/'decode') files; return kept samples and skips."""
+    layout = LAYOUTS[layout_of(name)]
+    skipped: list[tuple[str, str]] = []
+    if check == "none":  # trust the lists (e.g. `data info` before the images are installed)
+        return samples, skipped
+    if not root.is_dir():
+        raise DatasetLayoutError(
+            f"Dataset root {root} does not exist.\n{_layout_message(layout, root)}\n"
+            f"{_fix_message(name, root)}"
+        )
+    for folder in layout.domain_dirs[domain]:
+        if not (root / folder).is_dir() and any(rel.startswith(folder + "/") for rel, _ in samples[:1000]):
+            raise DatasetLayoutError(
+                f"{root / folder} is missing ({name} {domain} images).\n"
+                f"{_layout_message(layout, root)}\n{_fix_message(name, root)}"
+            )
+    folders: dict[str, set[str] | None] = {}
+    for rel, _ in samples:
+        parent = rel.rpartition("/")[0]
+        if parent not in folders:
+            try:
+                folders[parent] = set(os.listdir(root / parent))
+            except (FileNotFoundError, NotADirectoryError):
+                folders[parent] = None
+    missing_dirs = sorted(p for p, names in folders.items() if names is None)
+    if missing_dirs and on_error == "raise":
+        shown = "\n  ".join(str(root / p) for p in missing_dirs[:10])
+        more = f"\n  ... and {len(missing_dirs) - 10} more" if len(missing_dirs) > 10 else ""
+        raise DatasetLayoutError(
+            f"{len(missing_dirs)} class folder(s) missing for {name} {domain}:\n  {shown}{more}\n"
+            f"{_layout_message(layout, root)}\n{_fix_message(name, root)} "
+            "Or pass on_error='skip' to use the classes present."
+        )
+    kept = []
+    for rel, label in samples:
+        parent, _, fname = rel.rpartition("/")
+        names = folders[parent]
+        if names is None:
+            skipped.append((rel, "class folder missing"))
+        elif fname not in names:
+            skipped.append((rel, "file not found"))
+        else:
+            kept.append((rel, label))
+    if skipped and on_error == "raise":
+        shown = "\n  ".join(str(root / rel) for rel, _ in skipped[:5])
+        raise DatasetImageError(
+            f"{len(skipped):,} listed {name} {domain} image(s) missing, e.g.:\n  {shown}\n"
+            f"{_layout_message(layout, root)}\n{_fix_message(name, root)} Or pass "
+            "on_error='skip' to skip them (they are reported)."
+        )
+    if check == "decode":
+        good = []
+        for rel, label in tqdm(kept, desc=f"verify {name} {domain}", unit="img", leave=False):
+            try:
+                load_rgb(root / rel)
+                good.append((rel, label))
+            except (OSError, SyntaxError, ValueError) as exc:
+                if on_error == "raise":
+                    raise DatasetImageError(
+                        f"{root / rel}: unreadable or truncated image ({exc}). Fix: re-extract "
+                        "the archive, or pass on_error='skip'."
+                    ) from exc
+                skipped.append((rel, f"unreadable ({exc})"))
+        kept = good
+    return kept, skipped
+
+
+def _report(
+    ds: SketchPhotoDataset, expected: int | None, skipped: list[tuple[str, str]], verbose: bool
+) -> None:
+    n = len(ds)
+    exp = f" (expected {expected:,})" if expected is not None else ""
+    if verbose:
+        print(
+            f"[dsn_lab] {ds.name} {ds.split}/{ds.domain}: {n:,} images, {len(set(ds.labels)):,} of "
+            f"{len(ds.classes)} classes{exp}"
+        )
+    if skipped:
+        examples = "; ".join(f"{rel} ({why})" for rel, why in skipped[:3])
+        warnings.warn(
+            f"{ds.name} {ds.split}/{ds.domain}: skipped {len(skipped):,} listed image(s), e.g. {examples}. "
+            "The full list is in dataset.skipped.",
+            stacklevel=3,
+        )
+    if expected is not None and n != expected:
+        warnings.warn(
+            f"{ds.name} {ds.split}/{ds.domain} has {n:,} images; the official split has {expected:,}. "
+            "Results will not be comparable with published numbers.",
+            stacklevel=3,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _check_split(name: str, split: str, domain: str, available: Iterable[tuple[str, str]]) -> None:
+    available = list(available)
+    if domain not in DOMAINS:
+        raise SplitError(f"Unknown domain {domain!r} for {name}: use 'sketch' or 'photo'.")
+    if (split, domain) not in available:
+        have = ", ".join(f"{s}/{d}" for s, d in available)
+        hint = ""
+        if split == "val" and ("test", domain) in available:
+            hint = " (the released code calls SAKE's seen-class 'test' sketches 'val')"
+        elif split == "test" and domain == "photo":
+            hint = (
+                " (held-out seen-class tests pair the 'test' sketches with the 'train' photos, as released)"
+            )
+        raise SplitError(f"{name} has no {split}/{domain} split{hint}. Available: {have}.")
+
+
+def load_real(
+    name: str,
+    root: Path,
+    split: str,
+    domain: str,
+    *,
+    splits_dir: Path | str | None,
+    transform: Callable | None,
+    check: str,
+    on_error: str,
+    verbose: bool,
+) -> SketchPhotoDataset:
+    spec = SPECS[name]
+    _check_split(name, split, domain, spec.lists)
+    list_path = fetch.ensure_split_file(spec.lists[(split, domain)], splits_dir=splits_dir, roots=[root])
+    class_path = fetch.ensure_split_file(spec.classes[split], splits_dir=splits_dir, roots=[root])
+    classes = read_class_file(class_path)
+    samples = read_list_file(list_path)
+    if split == "zero" and tuple(classes) != spec.unseen:
+        raise SplitError(
+            f"{class_path} does not list the {len(spec.unseen)} unseen classes of {name} written in "
+            f"dsn_lab.data.datasets (in label order). Is it the official file?"
+        )
+    if split != "zero":
+        leaked = sorted(set(classes) & set(spec.unseen))
+        if leaked or len(classes) != spec.n_seen:
+            raise SplitError(
+                f"{class_path}: expected {spec.n_seen} seen classes with no unseen one; got "
+                f"{len(classes)} classes, unseen among them: {leaked}."
+            )
+    bad = [
+        (rel, lab)
+        for rel, lab in samples
+        if not 0 <= lab < len(classes) or rel.split("/")[-2] != classes[lab]
+    ]
+    if bad:
+        raise SplitError(
+            f"{list_path}: {len(bad):,} line(s) whose class folder does not match the label's class "
+            f"in {class_path}, e.g. {bad[0]}."
+        )
+    kept, skipped = _check_tree(name, root, domain, samples, check, on_error)
+    ds = SketchPhotoDataset(
+        root, kept, classes, domain=domain, name=name, split=split, transform=transform, on_error=on_error
+    )
+    ds.skipped = skipped
+    _report(ds, spec.expected.get((split, domain)), skipped, verbose)
+    return ds
+
+
+def emojisketch_splits(root: Path) -> list[tuple[str, str]]:
+    """(split, domain) pairs present in an EmojiSketch-layout folder."""
+    out = []
+    for split in ("train", "val", "zero", "test"):
+        for domain in DOMAINS:
+            if (root / "splits" / f"{domain}_{split}.txt").is_file() and (
+                root / "splits" / f"classes_{split}.txt"
+            ).is_file():
+                out.append((split, domain))
+    return out
+
+
+def load_emojisketch(
+    root: Path,
+    split: str,
+    domain: str,
+    *,
+    transform: Callable | None,
+    check: str,
+    on_error: str,
+    verbose: bool,
+    name: str = "emojisketch",
+) -> SketchPhotoDataset:
+    layout = LAYOUTS["emojisketch"]
+    if not (root / "splits").is_dir():
+        raise DatasetLayoutError(
+            f"{root / 'splits'} not found: {root} is not an EmojiSketch folder.\n"
+            f"{_layout_message(layout, root)}\n{_fix_message(name, root)}"
+        )
+    _check_split(name, split, domain, emojisketch_splits(root))
+    class_file = root / "splits" / f"classes_{split}.txt"
+    classes = [line.strip() for line in class_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    list_file = root / "splits" / f"{domain}_{split}.txt"
+    samples = read_list_file(list_file)
+    bad = [s for s in samples if not 0 <= s[1] < len(classes)]
+    if bad:
+        raise SplitError(f"{list_file}: label {bad[0][1]} outside 0..{len(classes) - 1} ({class_file}).")
+    kept, skipped = _check_tree(name, root, domain, samples, check, on_error)
+    ds = SketchPhotoDataset(
+        root, kept, classes, domain=domain, name=name, split=split, transform=transform, on_error=on_error
+    )
+    ds.skipped = skipped
+    expected = None
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        try:
+            counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
+            value = counts.get(split, {}).get(domain) if isinstance(counts.get(split), dict) else None
+            expected = int(value) if value is not None else None
+        except (ValueError, AttributeError, TypeError):
+            expected = None
+    _report(ds, expected, skipped, verbose)
+    return ds

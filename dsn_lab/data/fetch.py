@@ -1,0 +1,781 @@
+"""Downloads that resume, verify and land atomically; the registry of official split files and archives.
+
+Why this module exists: the most common complaint about ZS-SBIR benchmarks is data (dead links, unnamed
+splits). Every remote file we use is pinned here: the official split lists by upstream commit and sha256
+(or, for the few files no copy of which we could hash, the git blob id the pinned commit records, which is
+just as binding), the image archives by URL. A download goes to ``<dest>.part``, resumes with an HTTP
+``Range`` request after an interruption, is verified, and only then renamed to its final name, so a final
+path never holds a half-written or unverified file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+SAKE_REPO = "qliu24/SAKE"
+SAKE_COMMIT = "aad0fe3236c63fff7875ad0ad6e8ba2e59a05fef"
+ZSE_REPO = "buptLinfy/ZSE-SBIR"
+ZSE_COMMIT = "88f87f769208f9de5b08f2d7f0569a8087ee5b4b"
+REPOS: dict[str, tuple[str, str]] = {"sake": (SAKE_REPO, SAKE_COMMIT), "zse-sbir": (ZSE_REPO, ZSE_COMMIT)}
+
+USER_AGENT = "dsn-lab/0.1 (+https://github.com/haowang1992/DSN)"
+RETRY_BACKOFF = 1.0  # seconds before the first retry (doubling); tests set it to 0
+
+
+class DownloadError(RuntimeError):
+    """A transfer failed (network, HTTP status); partial data, if any, is kept in ``<dest>.part``."""
+
+
+class ChecksumError(RuntimeError):
+    """A file's size, sha256 or git blob id is not the pinned one."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of an upstream repository at a pinned commit."""
+
+    source: str  # key of REPOS
+    path: str  # path inside the upstream repository
+    sha256: str | None
+    size: int | None
+    git_blob: str  # the blob id recorded in the pinned commit's tree
+
+    @property
+    def key(self) -> str:
+        """``<source>/<path>``: also the file's place in a local mirror of the split files."""
+        return f"{self.source}/{self.path}"
+
+    @property
+    def url(self) -> str:
+        repo, commit = REPOS[self.source]
+        return f"https://raw.githubusercontent.com/{repo}/{commit}/{self.path}"
+
+
+def _rf(source: str, path: str, sha256: str | None, size: int | None, blob: str) -> RemoteFile:
+    return RemoteFile(source, path, sha256, size, blob)
+
+
+_SK1 = "dataset/Sketchy/zeroshot1/"
+_TU = "dataset/TUBerlin/zeroshot/"
+_SK0 = "datasets/Sketchy/zeroshot0/"
+_QD = "datasets/QuickDraw/zeroshot/"
+_SKF = "sketch_tx_000000000000_ready_filelist_"
+
+# sha256 and sizes computed from exact copies of these files; git blob ids read from the pinned commits.
+# Three upstream files have no copy we could hash (too large for the snapshots we had): they are verified
+# by their git blob id, which the pinned commit fixes just as firmly.
+SPLIT_FILES: dict[str, RemoteFile] = {
+    f.key: f
+    for f in [
+        _rf(
+            "sake",
+            _SK1 + "cname_cid.txt",
+            "75127d5b43ca5f98233a3b7c24adb2d76be66ba4cc776ddd7f10c785fc95b35c",
+            1024,
+            "a413767247816fc68086c6b39dbe50e1b9ef8509",
+        ),
+        _rf(
+            "sake",
+            _SK1 + "cname_cid_zero.txt",
+            "a33948c55a320befef6124c427c407a972a6401d3e8d2b5c1531db9ed24e961f",
+            249,
+            "de5360c942ec23b3a5ebdcea4fbcdb03b3de7b12",
+        ),
+        _rf(
+            "sake",
+            _SK1 + _SKF + "train.txt",
+            "ae4f6392ebd9d1fbbb18bcffbcea2b364eeea4a199a0a7a00dde1f4a83368608",
+            3785127,
+            "a82b00d2a6469699b0a791f38b78a3ff7cde6b1f",
+        ),
+        _rf(
+            "sake",
+            _SK1 + _SKF + "test.txt",
+            "b0b736074264198924161fa87a124f9ee25c1d583f9f055349c70aa37ecb5f80",
+            342763,
+            "45323bbd79732dd3e48f5630016816edd2f596d5",
+        ),
+        _rf(
+            "sake",
+            _SK1 + _SKF + "zero.txt",
+            "60a311850a8123b41c1a21f5b905a02bb4d5dadc1ea9ec0d78713779ddf5bbd8",
+            1041057,
+            "5ddb02789d370a709517453ffd6aa8b2e52a9611",
+        ),
+        _rf(
+            "sake",
+            _SK1 + "all_photo_filelist_train.txt",
+            "fb17c99bb1d07ac7c86410406f9f7ac2c0b8495c547cf705ea3d886e64622fd3",
+            3595051,
+            "390403cede2388a2522ebc21e9c659da79e28839",
+        ),
+        _rf(
+            "sake",
+            _SK1 + "all_photo_filelist_zero.txt",
+            "0af832ca3705b3c48d9553878d7d4d46ec48cd678ef3c174323113026f9a77b7",
+            892303,
+            "2eefdb2b6a19b9ebf5596e32dee11ea83a40036b",
+        ),
+        _rf(
+            "sake",
+            _TU + "cname_cid.txt",
+            "d28ad9a801bc97a2ee4a7eef6d959b1db063bc31864d12e841147b074f8f83e6",
+            2580,
+            "5484551b30cff64f6ce619b798ae3aac383bbf4e",
+        ),
+        _rf(
+            "sake",
+            _TU + "cname_cid_zero.txt",
+            "3cdb4a40907a32844d7414b3dcd5178cdbd71bb1f48eab40b9eac183875e354d",
+            330,
+            "2dc235f8eab49405560cc72f5ba770dacb2412c6",
+        ),
+        _rf(
+            "sake",
+            _TU + "png_ready_filelist_train.txt",
+            "166e3e84ba2a0911ef64537db42567e34e11b5aec8d9ab6552fc17e06ae28647",
+            480001,
+            "67188f48a35d1cf41b2d79a072dad9db4bac28f4",
+        ),
+        _rf(
+            "sake",
+            _TU + "png_ready_filelist_test.txt",
+            "922c69e0cdf26a8e250fdf4999d843070059d3d450d60e6db2f50be2c2c2a401",
+            68573,
+            "1f9e8fd9bdaac48a6d5b1195277df1c2361e515b",
+        ),
+        _rf(
+            "sake",
+            _TU + "png_ready_filelist_zero.txt",
+            "52ee2c268ef0ba8dd8b768b669627c291b3eb343a4c484568624bd6d0c758abf",
+            73120,
+            "a1ee34ff4116d822ef931a9c00167603ed5098d7",
+        ),
+        _rf(
+            "sake",
+            _TU + "ImageResized_ready_filelist_train.txt",
+            None,
+            None,
+            "cdd7bdfb6278515a44ff88ffacf00df6a20d37f3",
+        ),
+        _rf(
+            "sake",
+            _TU + "ImageResized_ready_filelist_zero.txt",
+            "6a0ea982a6acdf2b8b6a30f2ad2f7d88e8aa4de4c19758e41788600fec907b41",
+            1420959,
+            "0478caae1446ef3cdbab160cb3f72fc124269b16",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + "cname_cid.txt",
+            "57e5b84496d5f994f042cda55c0208bf63208e339b844f2ad34404b1c07efbe1",
+            1069,
+            "08c135822941922a0171bad543d8cc8d87f10f02",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + "cname_cid_zero.txt",
+            "3c47e06d8aec04731b75151a1a6c5c1d187a1e1c77fade39939c2a7cc5fc6d25",
+            208,
+            "ec70cee13b793a5bf15a15b2a7a09740d2f2be2c",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + _SKF + "train.txt",
+            "01ebe753128f9cdae649bf39466502e22cc1c9a988293beb1d32676308230f19",
+            3948724,
+            "5637c4e5d83266db8d5921cbbe53089ec8a5f923",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + _SKF + "zero.txt",
+            "33c5d21093e3a7a1eb389a4cef47164d6738ee5d1cf79a10498b1c3c9395f8ae",
+            865842,
+            "e59d72fe60745cc050b293dce73b36369015baac",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + "all_photo_filelist_train.txt",
+            "b479991e3808981c2be70fd53ba0408634f61030d3903ef5f45113f3b1a5d2ef",
+            3829704,
+            "dc30ced6d6466109a4aafc27e678f3e408a7d2c4",
+        ),
+        _rf(
+            "zse-sbir",
+            _SK0 + "all_photo_filelist_zero.txt",
+            "edf7b28c0911fdaf02a35c9cb611266229d3a0205b1135de00d388bbc57ce0e9",
+            661254,
+            "6fc79e4755cba7877f957defab6fd2f5d02ac8ab",
+        ),
+        _rf(
+            "zse-sbir",
+            _QD + "cname_cid.txt",
+            "4ddabc5a664960ebb5fa2715e918b1d4c77a8b46f9068cbebddc5fc9697e92e6",
+            832,
+            "86045dc87e128ebe47b74f01ae387512f816d7a8",
+        ),
+        _rf(
+            "zse-sbir",
+            _QD + "cname_cid_zero.txt",
+            "8cdc391d46e1ce4321d6151bb40aa5da001a0f440cdf1b909d3880763cd5ee18",
+            301,
+            "93534462802fa384b1595558027c26fad9c3a099",
+        ),
+        _rf("zse-sbir", _QD + "sketch_train.txt", None, None, "667460501d1735cc1e0f0b62f1b23d171c3cbd94"),
+        _rf(
+            "zse-sbir",
+            _QD + "sketch_zero.txt",
+            "d7849dd1836967762e8d23b04d0e4074e1f0be271875f46705ad9b60bdee683a",
+            3690119,
+            "2602588207743b2028f11f80e04126d573eb5bce",
+        ),
+        _rf("zse-sbir", _QD + "all_photo_train.txt", None, None, "f89084ab877530ea3bb2c08667e88dd6593bc5f3"),
+        _rf(
+            "zse-sbir",
+            _QD + "all_photo_zero.txt",
+            "89940cae8d6de258cc6080882b882c4b4cbdd5d339689ffd1d8ca4a094d4b2f4",
+            1795067,
+            "b1e9e0f48127fcff7579a78ca916efba0cc8d791",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """An image archive: where it is published, what it holds, and how to get it when we cannot."""
+
+    key: str
+    url: str | None
+    filename: str
+    sha256: str | None  # None: not pinned yet (we could not download it to hash it); printed after download
+    size: int | None
+    layouts: tuple[str, ...]  # dataset folders it contains ("sketchy", "tuberlin", "quickdraw")
+    note: str
+
+
+ARCHIVES: dict[str, ArchiveSource] = {
+    "sake-dataset": ArchiveSource(
+        key="sake-dataset",
+        url="https://cs.jhu.edu/~qliu24/ZSSBIR/dataset.zip",
+        filename="ZSSBIR_dataset.zip",
+        sha256=None,
+        size=None,
+        layouts=("sketchy", "tuberlin"),
+        note="Resized Sketchy-Ext and TU-Berlin-Ext with SAKE's split files (linked from the SAKE and DSN "
+        "READMEs). The extended photos come from ImageNet: use them under ImageNet's terms.",
+    ),
+    "zse-quickdraw": ArchiveSource(
+        key="zse-quickdraw",
+        url="https://drive.usercontent.google.com/download?id=1EZ8xWRzCi8JcKiFtciD2PwguofC785gK"
+        "&export=download&confirm=t",
+        filename="QuickDraw.tar.gz",
+        sha256=None,
+        size=None,
+        layouts=("quickdraw",),
+        note="QuickDraw-Ext as packed by ZSE-SBIR (Google Drive link in its README). If Drive refuses the "
+        "download, fetch it in a browser and run `python -m dsn_lab data import QuickDraw.tar.gz "
+        "--name quickdraw`.",
+    ),
+}
+
+DATASET_ARCHIVE: dict[str, str] = {
+    "sketchy-s1": "sake-dataset",
+    "sketchy-s2": "sake-dataset",
+    "tuberlin": "sake-dataset",
+    "quickdraw": "zse-quickdraw",
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# paths
+
+
+def cache_home() -> Path:
+    """``$DSN_LAB_CACHE`` or ``~/.cache/dsn_lab``: split files, downloaded archives, built datasets."""
+    env = os.environ.get("DSN_LAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dsn_lab"
+
+
+def splits_cache_dir() -> Path:
+    return cache_home() / "splits"
+
+
+def _cached_split_path(rf: RemoteFile, cache_dir: Path | None = None) -> Path:
+    commit = REPOS[rf.source][1]
+    return (cache_dir or splits_cache_dir()) / f"{rf.source}@{commit[:12]}" / rf.path
+
+
+# ---------------------------------------------------------------------------------------------------
+# verification
+
+
+def file_digests(path: Path) -> tuple[int, str, str]:
+    """(size, sha256, git blob sha1) of a file, in one pass."""
+    path = Path(path)
+    size = path.stat().st_size
+    sha = hashlib.sha256()
+    blob = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 - git's object id, not a security hash
+    with open(path, "rb") as fh:
+        for buf in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(buf)
+            blob.update(buf)
+    return size, sha.hexdigest(), blob.hexdigest()
+
+
+def verify_file(
+    path: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    git_blob: str | None = None,
+    label: str | None = None,
+) -> None:
+    """Raise :class:`ChecksumError` naming the file and both values unless every given pin matches."""
+    got_size, got_sha, got_blob = file_digests(path)
+    what = label or str(path)
+    if size is not None and got_size != size:
+        raise ChecksumError(f"{what}: size {got_size:,} bytes, expected {size:,} (pinned).")
+    if sha256 is not None and got_sha != sha256.lower():
+        raise ChecksumError(f"{what}: sha256 {got_sha}, expected {sha256} (pinned).")
+    if git_blob is not None and got_blob != git_blob.lower():
+        raise ChecksumError(f"{what}: git blob id {got_blob}, expected {git_blob} (pinned commit).")
+
+
+# ---------------------------------------------------------------------------------------------------
+# download
+
+
+_TRANSIENT = (OSError, http.client.HTTPException, socket.timeout)
+
+
+def _transfer(
+    url: str, part: Path, *, size: int | None, timeout: float, progress: bool, desc: str, chunk: int
+) -> None:
+    """Append the rest of ``url`` to ``part`` (Range request when ``part`` already holds data)."""
+    start = part.stat().st_size if part.exists() else 0
+    if size is not None and start == size:
+        return
+    headers = {"User-Agent": USER_AGENT}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) URLs from the registry
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # range not satisfiable: we already hold the whole file
+            return
+        raise
+    with response:
+        status = getattr(response, "status", 200)
+        content_range = response.headers.get("Content-Range", "")
+        if start and (status != 206 or not content_range.startswith(f"bytes {start}-")):
+            start = 0  # the server ignored the range: start over
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        total = start + expected if expected is not None else size
+        received = 0
+        with (
+            open(part, "ab" if start else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            while True:
+                buf = response.read(chunk)
+                if not buf:
+                    break
+                fh.write(buf)
+                received += len(buf)
+                bar.update(len(buf))
+        if expected is not None and received != expected:
+            raise http.client.IncompleteRead(b"", expected - received)
+
+
+def download(
+    url: str,
+    dest: Path | str,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    git_blob: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+    desc: str | None = None,
+    backoff: float | None = None,
+    chunk: int = 1 << 20,
+) -> Path:
+    """Download ``url`` to ``dest``: resumable, verified, atomic.
+
+    Data goes to ``<dest>.part``; an interrupted transfer is retried ``retries`` times with an HTTP Range
+    request for the missing bytes, and a later call resumes from the same ``.part``. Only a verified file
+    is renamed to ``dest``; a file that fails its checksum is deleted, so ``dest`` never holds bad data.
+    Returns ``dest``. With no pin given the file is accepted as is and its sha256 is printed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    pins = {"sha256": sha256, "size": size, "git_blob": git_blob}
+    with FileLock(str(dest) + ".lock"):
+        if dest.exists():
+            try:
+                verify_file(dest, **pins)
+                return dest
+            except ChecksumError as exc:
+                warnings.warn(f"{exc} Deleting it and downloading again.", stacklevel=2)
+                dest.unlink()
+        attempt = 0
+        while True:
+            try:
+                _transfer(
+                    url,
+                    part,
+                    size=size,
+                    timeout=timeout,
+                    progress=progress,
+                    desc=desc or dest.name,
+                    chunk=chunk,
+                )
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 and exc.code not in (408, 429):
+                    raise DownloadError(
+                        f"Downloading {url} failed: HTTP {exc.code} {exc.reason}. "
+                        "Check the URL, or get the file by other means and import it."
+                    ) from exc
+                err: BaseException = exc
+            except _TRANSIENT as exc:
+                err = exc
+            attempt += 1
+            held = part.stat().st_size if part.exists() else 0
+            if attempt > retries:
+                raise DownloadError(
+                    f"Downloading {url} was interrupted ({type(err).__name__}: {err}) after {retries} "
+                    + (
+                        f"retries; {held:,} bytes are kept in {part}. Run the same command again to resume."
+                        if held
+                        else "retries; nothing was downloaded. Check the connection and try again."
+                    )
+                ) from err
+            time.sleep(min((RETRY_BACKOFF if backoff is None else backoff) * 2 ** (attempt - 1), 30.0))
+        try:
+            verify_file(part, label=f"Download of {url}", **pins)
+        except ChecksumError as exc:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{exc} The bad download was deleted; nothing was written to {dest}. "
+                "If the upstream file changed, report it; otherwise try again."
+            ) from None
+        if not any(pins.values()):
+            got = file_digests(part)
+            print(f"[dsn_lab] {dest.name}: {got[0]:,} bytes, sha256 {got[1]} (not pinned; recorded here)")
+        os.replace(part, dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------
+# split files
+
+
+def _candidate_paths(base: Path, rf: RemoteFile) -> Iterable[Path]:
+    parts = rf.path.split("/")
+    yield base / rf.source / rf.path  # a mirror laid out like ../shared/reference
+    yield base / rf.path  # a clone of the upstream repository
+    yield base / "/".join(parts[1:])  # its dataset/ folder: Sketchy/zeroshot1/...
+    yield base / "/".join(parts[-2:])  # a dataset root: zeroshot1/...
+    yield base / parts[-1]  # a flat folder of list files
+
+
+def split_mirror_url(rf: RemoteFile, mirror: str | None = None) -> str:
+    """``$DSN_LAB_SPLITS_MIRROR/<source>/<path>`` when a mirror is set, else the pinned GitHub raw URL."""
+    base = mirror or os.environ.get("DSN_LAB_SPLITS_MIRROR")
+    return f"{base.rstrip('/')}/{rf.key}" if base else rf.url
+
+
+def ensure_split_file(
+    key: str,
+    *,
+    splits_dir: Path | str | None = None,
+    roots: Iterable[Path] = (),
+    cache_dir: Path | None = None,
+    mirror: str | None = None,
+    download_ok: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Path of a verified copy of the official split file ``key`` (``<source>/<path>``).
+
+    Looked for, in order: ``splits_dir`` (or ``$DSN_LAB_SPLITS``), the list folder inside the dataset root
+    (SAKE's archive ships its lists there), the user cache; else downloaded from the pinned upstream commit
+    (or ``$DSN_LAB_SPLITS_MIRROR``) into the cache. Every copy is checked against the pinned hash.
+    """
+    rf = SPLIT_FILES[key]
+    pins = {"sha256": rf.sha256, "size": rf.size, "git_blob": rf.git_blob}
+    searched: list[str] = []
+    explicit = splits_dir if splits_dir is not None else os.environ.get("DSN_LAB_SPLITS")
+    if explicit:
+        base = Path(explicit).expanduser()
+        for cand in _candidate_paths(base, rf):
+            if cand.is_file():
+                try:
+                    verify_file(cand, **pins)
+                except ChecksumError as exc:
+                    raise ChecksumError(
+                        f"{exc} This copy was found in the split folder {base}; replace it "
+                        f"with the file at {rf.url}."
+                    ) from None
+                return cand
+        searched.append(f"{base} (as <source>/<path>, <path>, or the bare file name)")
+    for root in roots:
+        cand = Path(root) / "/".join(rf.path.split("/")[-2:])
+        searched.append(str(cand))
+        if cand.is_file():
+            try:
+                verify_file(cand, **pins)
+                return cand
+            except ChecksumError as exc:
+                warnings.warn(f"Ignoring the list file in the dataset folder: {exc}", stacklevel=2)
+    cached = _cached_split_path(rf, cache_dir)
+    searched.append(str(cached))
+    if cached.is_file():
+        return download(split_mirror_url(rf, mirror), cached, progress=progress, **pins)
+    if not download_ok:
+        raise FileNotFoundError(
+            f"Official split file {rf.key} not found. Looked in: {'; '.join(searched)}. "
+            "Fix: allow the download "
+            f"(from {rf.url}), or point splits_dir= / $DSN_LAB_SPLITS at a folder holding it."
+        )
+    url = split_mirror_url(rf, mirror)
+    try:
+        return download(url, cached, progress=progress, desc=Path(rf.path).name, **pins)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{exc}\nThe official split file {rf.key} is not available locally either (looked in: "
+            f"{'; '.join(searched)}). Fix: when online, run "
+            "`python -m dsn_lab data fetch NAME --splits-only`; "
+            f"offline, copy the file from {rf.url} into one of those places, or set $DSN_LAB_SPLITS to a "
+            "clone of the upstream repository."
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# archives
+
+
+def _safe_members_zip(zf: zipfile.ZipFile, dest: Path) -> list[zipfile.ZipInfo]:
+    out = []
+    root = dest.resolve()
+    for info in zf.infolist():
+        target = (dest / info.filename).resolve()
+        if not str(target).startswith(str(root) + os.sep) and target != root:
+            raise ValueError(f"Archive member {info.filename!r} would be written outside {dest}; refusing.")
+        out.append(info)
+    return out
+
+
+def extract_archive(archive: Path | str, dest: Path | str, *, progress: bool = True) -> Path:
+    """Extract a .zip or .tar(.gz/.bz2/.xz) into ``dest`` (refusing members that escape it)."""
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            members = _safe_members_zip(zf, dest)
+            for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress):
+                zf.extract(info, dest)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for member in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress):
+                tf.extract(member, dest, filter="data")
+    else:
+        raise ValueError(f"{archive} is neither a zip nor a tar archive (is the download complete?).")
+    return dest
+
+
+def _find_layout_root(tree: Path, marker_dirs: tuple[str, ...], max_depth: int = 4) -> Path | None:
+    """The folder under ``tree`` (breadth first) that holds every ``marker_dirs`` entry."""
+    frontier = [tree]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for folder in frontier:
+            if all((folder / m).is_dir() for m in marker_dirs):
+                return folder
+            nxt.extend(sorted(p for p in folder.iterdir() if p.is_dir()))
+        frontier = nxt
+    return None
+
+
+def import_archive(
+    archive: Path | str,
+    name: str,
+    root: Path | str | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Install a dataset from an archive you have ("bring your own archive"); returns its root.
+
+    The archive is extracted into a temporary folder next to the final root, the dataset folder is found in
+    it by its layout, and moved into place with one rename. Other datasets found in the same archive (SAKE's
+    zip holds Sketchy and TU-Berlin) are installed too when their default root is still empty.
+    """
+    from dsn_lab.data.datasets import LAYOUTS, default_root, layout_of
+
+    archive = Path(archive).expanduser()
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"Archive {archive} does not exist. Fix: give the path of the downloaded file."
+        )
+    wanted = layout_of(name)
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{root} already exists and is not empty. Fix: pass overwrite=True "
+            "(CLI: --overwrite) or choose another --root."
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=root.parent) as tmp:
+        tree = Path(tmp) / "x"  # never move the temporary folder itself
+        extract_archive(archive, tree, progress=progress)
+        found = _find_layout_root(tree, LAYOUTS[wanted].markers)
+        if found is None:
+            raise ValueError(
+                f"{archive} holds no {name} dataset: no folder with {', '.join(LAYOUTS[wanted].markers)} "
+                f"found.\nExpected layout:\n{LAYOUTS[wanted].tree}"
+            )
+        if root.exists():
+            shutil.rmtree(root) if any(root.iterdir()) else root.rmdir()
+        os.replace(found, root)
+        for other, layout in LAYOUTS.items():
+            if other == wanted or not layout.markers:
+                continue
+            extra = _find_layout_root(tree, layout.markers)
+            other_root = default_root(other)
+            if extra is not None and not (other_root.exists() and any(other_root.iterdir())):
+                other_root.parent.mkdir(parents=True, exist_ok=True)
+                if other_root.exists():
+                    other_root.rmdir()
+                try:
+                    os.replace(extra, other_root)
+                    print(f"[dsn_lab] also installed {other} from the same archive at {other_root}")
+                except OSError:  # another filesystem: leave it
+                    pass
+    print(f"[dsn_lab] installed {name} at {root}")
+    return root
+
+
+def fetch_dataset(
+    name: str,
+    root: Path | str | None = None,
+    *,
+    splits_only: bool = False,
+    keep_archive: bool = False,
+    progress: bool = True,
+    splits_dir: Path | str | None = None,
+) -> Path:
+    """Download (when a public location is known) and install ``name``, plus its official split files."""
+    from dsn_lab.data.datasets import SPECS, default_root
+
+    if name == "emojisketch":
+        from dsn_lab.data.emojisketch import ensure_emojisketch
+
+        return Path(ensure_emojisketch(root))
+    if name not in SPECS:
+        raise KeyError(f"Unknown dataset {name!r}. Known: {', '.join(sorted(SPECS) + ['emojisketch'])}.")
+    spec = SPECS[name]
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    for key in spec.split_keys():
+        ensure_split_file(key, splits_dir=splits_dir, roots=[root], progress=progress)
+    if splits_only:
+        return root
+    if spec.image_root_ok(root):
+        print(f"[dsn_lab] {name}: images already present at {root}")
+        return root
+    src = ARCHIVES[DATASET_ARCHIVE[name]]
+    if src.url is None:
+        raise RuntimeError(f"No public download for {name}. {src.note}")
+    archive = cache_home() / "archives" / src.filename
+    print(f"[dsn_lab] {name}: downloading {src.url}\n  {src.note}")
+    download(src.url, archive, sha256=src.sha256, size=src.size, progress=progress)
+    import_archive(archive, name, root, progress=progress)
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+    return root
+
+
+def colab_import_from_drive(
+    archive: str | Path,
+    dest: str | Path | None = None,
+    *,
+    name: str | None = None,
+    local_dir: str | Path = "/content/dsn_lab_archives",
+    progress: bool = True,
+) -> Path:
+    """Colab: copy ONE archive from Google Drive to local disk and extract it there.
+
+    Reading tens of thousands of small images from a mounted Drive is far slower than one sequential copy.
+    ``archive`` is a path under ``/content/drive`` (Drive is mounted when it is not yet); ``name`` is the
+    dataset name (guessed from the file name when omitted); ``dest`` the dataset root (default root if None).
+    """
+    archive = Path(archive)
+    if str(archive).startswith("/content/drive") and not Path("/content/drive").exists():
+        try:
+            from google.colab import drive  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise RuntimeError("Not running in Colab: give a local archive path instead.") from exc
+        drive.mount("/content/drive")
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found. Fix: check the path in the Drive file browser.")
+    if name is None:
+        lowered = archive.name.lower()
+        guesses = [n for n in ("quickdraw", "tuberlin", "sketchy") if n in lowered.replace("-", "")]
+        if not guesses:
+            raise ValueError(f"Cannot tell the dataset from {archive.name!r}: pass name=.")
+        name = {"sketchy": "sketchy-s1"}.get(guesses[0], guesses[0])
+    local = Path(local_dir) / archive.name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + ".part")
+    with (
+        open(archive, "rb") as src,
+        open(tmp, "wb") as out,
+        tqdm(
+            total=archive.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"copy {archive.name}",
+            disable=not progress,
+        ) as bar,
+    ):
+        for buf in iter(lambda: src.read(8 << 20), b""):
+            out.write(buf)
+            bar.update(len(buf))
+    os.replace(tmp, local)
+    try:
+        return import_archive(local, name, dest, progress=progress)
+    finally:
+        local.unlink(missing_ok=True)
