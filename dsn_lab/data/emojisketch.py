@@ -1,0 +1,1083 @@
+"""EmojiSketch: the offline ZS-SBIR benchmark built from npm emoji packages (no dataset site needed).
+
+Sketches are OpenMoji's black line art; photos are colour renderings of the same concept by independent
+designs (Fluent 3D, Noto, Twemoji, EmojiOne, Firefox OS, Streamline, Noto v1). Concepts are joined by Unicode
+codepoint (single-codepoint emoji from OpenMoji's animals-nature, food-drink, travel-places, activities and
+objects groups). The concepts that match a Sketchy class name (:data:`SKETCHY_TO_EMOJI`) are the unseen
+"zero" classes, named with the Sketchy name; every other concept trains — except near-duplicates of an unseen
+class (cat face vs cat, green apple vs apple; :func:`near_duplicate_of`), which are left out of both sides
+and listed in ``manifest.json``, so nothing of a test class leaks into training. 15 % of the training concepts
+(seeded) form the "val" split for model selection.
+
+``ensure_emojisketch()`` builds it on first use (file-locked, atomic) and returns its root;
+``python -m dsn_lab.data.emojisketch`` prints the card (and ``--baseline`` the frozen-ImageNet mAP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsn_lab.data.emoji_sources import (
+    ALL_PACKAGES,
+    PHOTO_PACKAGES,
+    SKETCH_PACKAGE,
+    NpmPackage,
+    fetch_package,
+    icon_svg,
+    iconify_names,
+    is_single_codepoint,
+    normalise_codepoints,
+    package_license,
+    rasterise_bitmap,
+    rasterise_svg,
+    read_members,
+    renders_standalone,
+    resolve_icon,
+    save_png_atomic,
+)
+
+FORMAT_VERSION = 1
+IMAGE_SIZE = 112
+SPLITS = ("train", "val", "zero")
+GROUPS = ("animals-nature", "food-drink", "travel-places", "activities", "objects")
+VAL_FRACTION = 0.15
+MIN_PHOTOS = 3
+TINY_COUNTS = {"train": 4, "val": 2, "zero": 3}
+
+# ---------------------------------------------------------------------------------------------------
+# The split tables (the data decisions; read them, argue with them, change FORMAT_VERSION if you do)
+# ---------------------------------------------------------------------------------------------------
+# Sketchy class -> the OpenMoji annotation (CLDR short name) of the emoji that depicts it. Two Sketchy names
+# may share one emoji (sea_turtle / turtle); the class is then named by the Sketchy name equal to the
+# annotation. Sketchy classes with no emoji: see SKETCHY_WITHOUT_EMOJI.
+SKETCHY_TO_EMOJI: dict[str, str] = {
+    "airplane": "airplane",
+    "alarm_clock": "alarm clock",
+    "ant": "ant",
+    "ape": "gorilla",
+    "apple": "red apple",
+    "axe": "axe",
+    "banana": "banana",
+    "bat": "bat",
+    "bear": "bear",
+    "bee": "honeybee",
+    "beetle": "beetle",
+    "bell": "bell",
+    "bicycle": "bicycle",
+    "bread": "bread",
+    "butterfly": "butterfly",
+    "cabin": "hut",
+    "camel": "camel",
+    "candle": "candle",
+    "car_(sedan)": "automobile",
+    "castle": "castle",
+    "cat": "cat",
+    "chair": "chair",
+    "chicken": "chicken",
+    "church": "church",
+    "couch": "couch and lamp",
+    "cow": "cow",
+    "crab": "crab",
+    "crocodilian": "crocodile",
+    "cup": "hot beverage",
+    "deer": "deer",
+    "dog": "dog",
+    "dolphin": "dolphin",
+    "door": "door",
+    "duck": "duck",
+    "elephant": "elephant",
+    "eyeglasses": "glasses",
+    "fan": "folding hand fan",
+    "fish": "fish",
+    "flower": "blossom",
+    "frog": "frog",
+    "giraffe": "giraffe",
+    "guitar": "guitar",
+    "hamburger": "hamburger",
+    "hammer": "hammer",
+    "harp": "harp",
+    "hat": "top hat",
+    "hedgehog": "hedgehog",
+    "helicopter": "helicopter",
+    "horse": "horse",
+    "hotdog": "hot dog",
+    "hourglass": "hourglass done",
+    "jack-o-lantern": "jack-o-lantern",
+    "jellyfish": "jellyfish",
+    "kangaroo": "kangaroo",
+    "knife": "kitchen knife",
+    "lion": "lion",
+    "lizard": "lizard",
+    "lobster": "lobster",
+    "motorcycle": "motorcycle",
+    "mouse": "mouse",
+    "mushroom": "mushroom",
+    "owl": "owl",
+    "parrot": "parrot",
+    "pear": "pear",
+    "penguin": "penguin",
+    "piano": "musical keyboard",
+    "pickup_truck": "pickup truck",
+    "pig": "pig",
+    "pineapple": "pineapple",
+    "pistol": "water pistol",
+    "pizza": "pizza",
+    "pretzel": "pretzel",
+    "rabbit": "rabbit",
+    "raccoon": "raccoon",
+    "racket": "badminton",
+    "rhinoceros": "rhinoceros",
+    "rocket": "rocket",
+    "sailboat": "sailboat",
+    "saw": "carpentry saw",
+    "saxophone": "saxophone",
+    "scissors": "scissors",
+    "scorpion": "scorpion",
+    "sea_turtle": "turtle",
+    "seal": "seal",
+    "shark": "shark",
+    "sheep": "ewe",
+    "shoe": "man's shoe",
+    "skyscraper": "office building",
+    "snail": "snail",
+    "snake": "snake",
+    "songbird": "bird",
+    "spider": "spider",
+    "spoon": "spoon",
+    "squirrel": "chipmunk",
+    "strawberry": "strawberry",
+    "swan": "swan",
+    "sword": "crossed swords",
+    "teapot": "teapot",
+    "teddy_bear": "teddy bear",
+    "tiger": "tiger",
+    "tree": "deciduous tree",
+    "trumpet": "trumpet",
+    "turtle": "turtle",
+    "umbrella": "umbrella",
+    "violin": "violin",
+    "volcano": "volcano",
+    "wading_bird": "flamingo",
+    "wheelchair": "manual wheelchair",
+    "window": "window",
+    "wine_bottle": "bottle with popping cork",
+    "zebra": "zebra",
+}
+SKETCHY_WITHOUT_EMOJI = (
+    "armor",
+    "bench",
+    "blimp",
+    "cannon",
+    "geyser",
+    "hermit_crab",
+    "hot-air_balloon",
+    "ray",
+    "rifle",
+    "seagull",
+    "starfish",
+    "table",
+    "tank",
+    "windmill",
+)
+SKETCHY_CLASSES = tuple(sorted((*SKETCHY_TO_EMOJI, *SKETCHY_WITHOUT_EMOJI)))  # all 125
+
+# Near-duplicates the name rule cannot see (another word for the same kind of thing, a subtype, a species the
+# Sketchy class's photos include). Keys are Sketchy class names; values OpenMoji annotations.
+NEAR_DUPLICATES: dict[str, tuple[str, ...]] = {
+    "ape": ("orangutan", "monkey", "monkey face"),
+    "bear": ("panda",),
+    "cabin": ("house", "houses", "house with garden", "derelict house"),
+    "car_(sedan)": ("taxi", "oncoming taxi", "sport utility vehicle"),
+    "chair": ("seat",),
+    "chicken": ("rooster", "hatching chick", "baby chick", "front-facing baby chick"),
+    "church": ("wedding",),
+    "cow": ("ox",),
+    "cup": ("teacup without handle",),
+    "deer": ("moose",),
+    "dog": ("poodle", "wolf"),
+    "dolphin": ("orca",),
+    "duck": ("goose",),
+    "elephant": ("mammoth",),
+    "eyeglasses": ("sunglasses", "goggles"),
+    "fish": ("blowfish", "fishing pole"),
+    "hat": ("billed cap", "graduation cap", "military helmet", "rescue worker's helmet"),
+    "horse": ("unicorn",),
+    "alarm_clock": ("mantelpiece clock", "timer clock"),
+    "knife": ("dagger",),
+    "motorcycle": ("motor scooter",),
+    "mouse": ("rat",),
+    "pig": ("boar",),
+    "racket": ("ping pong",),
+    "sheep": ("ram",),
+    "shoe": ("hiking boot", "woman's sandal", "woman's boot", "thong sandal", "roller skate", "ice skate"),
+    "skyscraper": ("cityscape", "cityscape at dusk"),
+    "swan": ("goose",),
+    "volcano": ("mount fuji",),
+}
+# Whole OpenMoji subgroups that are near-duplicates of one unseen class (every flower is a "flower").
+SUBGROUP_NEAR_DUPLICATES: dict[str, str] = {"flower": "plant-flower"}
+# Names that contain an unseen class's word but are another thing (the name rule would drop them).
+NOT_NEAR_DUPLICATES = frozenset(
+    {
+        "computer mouse",
+        "mouse trap",
+        "bell pepper",
+        "fish cake with swirl",
+        "railway car",
+        "tram car",
+        "clinking glasses",
+        "police car light",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# concepts
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Concept:
+    """One emoji concept: its codepoint key, CLDR annotation, OpenMoji subgroup, and where its images
+    come from."""
+
+    hexcode: str
+    annotation: str
+    group: str
+    subgroup: str
+    emoji_version: float = 0.0  # OpenMoji's "unicode" field: the Emoji version that added it
+    sketch: str | None = None  # path inside the OpenMoji tarball
+    photos: dict[str, str] = field(default_factory=dict)  # package key -> icon name / file inside its tarball
+
+    @property
+    def key(self) -> str:
+        return normalise_name(self.annotation)
+
+
+def normalise_name(text: str) -> str:
+    """Lower-case, curly apostrophes straightened, accents stripped, single spaces: the matching form."""
+    text = unicodedata.normalize("NFKD", text.replace("’", "'")).encode("ascii", "ignore").decode()
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+def class_dir_name(text: str) -> str:
+    """A folder-safe class name: ``woman’s hat`` -> ``womans_hat``, ``T-Rex`` -> ``t-rex`` (no spaces, so
+    list lines "relpath label" stay unambiguous)."""
+    s = normalise_name(text).replace("'", "")
+    s = re.sub(r"[^a-z0-9()_\-]+", "_", s.replace(" ", "_"))
+    return re.sub(r"_+", "_", s).strip("_")
+
+
+def is_clock_face(annotation: str) -> bool:
+    a = normalise_name(annotation)
+    return a.endswith("o'clock") or a.endswith("-thirty")
+
+
+def candidate_concepts(openmoji_json: list[dict[str, Any]]) -> tuple[list[Concept], list[dict[str, str]]]:
+    """OpenMoji entries that can be concepts, and the ones dropped on the way (with the reason).
+
+    Kept: groups :data:`GROUPS`, no skin tone, a single codepoint once U+FE0F is stripped (this drops ZWJ
+    sequences, gender variants, keycaps and flags), not a clock face.
+    """
+    out: list[Concept] = []
+    dropped: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for e in openmoji_json:
+        if e.get("group") not in GROUPS or e.get("skintone"):
+            continue
+        try:
+            key = normalise_codepoints(e["hexcode"])
+        except ValueError:
+            continue
+        if not is_single_codepoint(key) or key in seen:
+            continue
+        if is_clock_face(e.get("annotation", "")):
+            dropped.append({"hexcode": key, "annotation": e["annotation"], "reason": "clock face"})
+            continue
+        seen.add(key)
+        out.append(
+            Concept(key, e["annotation"], e["group"], e.get("subgroups", ""), float(e.get("unicode") or 0.0))
+        )
+    return out, dropped
+
+
+def _phrase_in(phrase: str, text: str) -> bool:
+    """``phrase`` occurs in ``text`` as whole words (a plural ``s`` allowed)."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(phrase)}s?(?![a-z0-9])", text) is not None
+
+
+def sketchy_terms(sketchy_name: str) -> list[str]:
+    """Words an unseen class goes by: the Sketchy name (``car_(sedan)`` -> ``car``) and its emoji's name."""
+    base = re.sub(r"\(.*?\)", "", sketchy_name).replace("_", " ").strip()
+    terms = {normalise_name(base)}
+    if sketchy_name in SKETCHY_TO_EMOJI:
+        terms.add(normalise_name(SKETCHY_TO_EMOJI[sketchy_name]))
+    return sorted(t for t in terms if t)
+
+
+def near_duplicate_of(concept: Concept, unseen: Sequence[str] | None = None) -> tuple[str, str] | None:
+    """``(unseen Sketchy class, rule)`` if ``concept`` is a near-duplicate of an unseen class, else None.
+
+    Rules, in order: the explicit list :data:`NEAR_DUPLICATES`; the allow list :data:`NOT_NEAR_DUPLICATES`
+    (stops the rules below); the OpenMoji subgroup (:data:`SUBGROUP_NEAR_DUPLICATES`); the name rule — the
+    concept's name contains a word the unseen class goes by (``cat face`` contains ``cat``). A concept that
+    *is* an unseen class's emoji is not a near-duplicate (it is that class).
+    """
+    unseen = list(SKETCHY_TO_EMOJI) if unseen is None else list(unseen)
+    name = concept.key
+    if name in {normalise_name(SKETCHY_TO_EMOJI[s]) for s in unseen if s in SKETCHY_TO_EMOJI}:
+        return None
+    for s in unseen:
+        if name in {normalise_name(a) for a in NEAR_DUPLICATES.get(s, ())}:
+            return s, "explicit list"
+    if name in NOT_NEAR_DUPLICATES:
+        return None
+    for s in unseen:
+        if SUBGROUP_NEAR_DUPLICATES.get(s) == concept.subgroup:
+            return s, f"OpenMoji subgroup {concept.subgroup}"
+    for s in unseen:
+        for term in sketchy_terms(s):
+            if _phrase_in(term, name):
+                return s, f"name contains {term!r}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# matching the colour sets
+# ---------------------------------------------------------------------------------------------------
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", normalise_name(name))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", normalise_name(name).replace("'", ""))).strip("-")
+
+
+def concept_name_keys(c: Concept, chars_names: Sequence[str] = ()) -> list[str]:
+    """Names a concept may carry in a set without a codepoint table (EmojiOne, Firefox OS, Streamline, Noto
+    v1): its CLDR slug, the names Twemoji/Noto give its codepoint, its Unicode character name."""
+    keys = [_slug(c.annotation), *chars_names]
+    try:
+        keys.append(_slug(unicodedata.name(chr(int(c.hexcode, 16)))))
+    except ValueError:
+        pass
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+# Icon names a name-matched set uses for something else (found by looking at every match; see the README).
+NAME_MATCH_BLOCKLIST: dict[str, frozenset[str]] = {
+    "streamline": frozenset({"turkey"}),  # the flag of Türkiye, not the bird
+}
+
+
+def match_iconify(
+    data: dict[str, Any],
+    chars: dict[str, str],
+    concepts: Sequence[Concept],
+    helper_names: dict[str, list[str]],
+    *,
+    max_emoji_version: float | None = None,
+    blocklist: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """``{hexcode: icon name}`` for one Iconify set.
+
+    With a codepoint table (``chars.json`` non-empty) the match is by codepoint. Otherwise by name (see
+    :func:`concept_name_keys`), only for concepts no newer than ``max_emoji_version``; an icon name that is
+    an alias (often an old name of another character: EmojiOne ``cricket`` -> ``cricket-game``) yields to a
+    concept that names the icon directly, and an icon two concepts claim equally goes to neither.
+    Icons styled by CSS the set does not ship (:func:`renders_standalone`) are skipped.
+    """
+    names = iconify_names(data)
+    icons, aliases = data.get("icons", {}), data.get("aliases", {})
+
+    def root_of(n: str) -> str:
+        seen = set()
+        while n in aliases and n not in seen:
+            seen.add(n)
+            n = aliases[n].get("parent", n)
+        return n
+
+    def usable(n: str) -> bool:
+        r = root_of(n)
+        return n not in blocklist and r in icons and renders_standalone(icons[r].get("body", ""))
+
+    if chars:
+        by_cp: dict[str, str] = {}
+        for cp, icon in chars.items():
+            try:
+                key = normalise_codepoints(cp)
+            except ValueError:
+                continue
+            if icon in names and usable(icon):
+                by_cp.setdefault(key, icon)
+        return {c.hexcode: by_cp[c.hexcode] for c in concepts if c.hexcode in by_cp}
+    squashed: dict[str, list[str]] = {}
+    for n in sorted(names):
+        squashed.setdefault(_squash(n), []).append(n)
+    claims: dict[str, list[tuple[bool, str, str]]] = {}  # root icon -> [(via alias, hexcode, name)]
+    for c in concepts:
+        if max_emoji_version is not None and c.emoji_version > max_emoji_version:
+            continue
+        for k in concept_name_keys(c, helper_names.get(c.hexcode, ())):
+            hits = [h for h in ([k] if k in names else squashed.get(_squash(k), [])) if usable(h)]
+            if hits:
+                claims.setdefault(root_of(hits[0]), []).append((hits[0] in aliases, c.hexcode, hits[0]))
+                break
+    out: dict[str, str] = {}
+    for claim in claims.values():
+        direct = [t for t in claim if not t[0]]
+        pool = direct or claim
+        if len(pool) == 1:
+            out[pool[0][1]] = pool[0][2]
+    return out
+
+
+@dataclass
+class Sources:
+    """Everything read from the tarballs that a build needs."""
+
+    concepts: list[Concept]
+    dropped: list[dict[str, str]]
+    openmoji_svgs: dict[str, bytes]
+    fluent_files: dict[str, bytes]
+    iconify: dict[str, dict[str, Any]]
+    licences: dict[str, str]
+    credits: dict[str, dict[str, str]]
+
+
+def _check_licence(pkg: NpmPackage, found: str) -> None:
+    if found != pkg.license:
+        raise RuntimeError(
+            f"{pkg.name}@{pkg.version} declares licence {found!r}, but dsn_lab pins {pkg.license!r}. "
+            "The attribution file would be wrong; update NpmPackage.license after reading the new terms."
+        )
+
+
+def load_sources(tarballs: dict[str, Path], packages: Sequence[NpmPackage] = ALL_PACKAGES) -> Sources:
+    """Read OpenMoji's data and line art and each colour set; match every candidate concept to them."""
+    pkgs = {p.key: p for p in packages}
+    om = read_members(
+        tarballs[SKETCH_PACKAGE.key],
+        lambda n: (
+            n in ("package.json", "data/openmoji.json") or (n.startswith("black/svg/") and n.endswith(".svg"))
+        ),
+    )
+    if "data/openmoji.json" not in om:
+        raise RuntimeError(
+            f"{tarballs[SKETCH_PACKAGE.key]}: no data/openmoji.json; is it the openmoji package?"
+        )
+    licences = {SKETCH_PACKAGE.key: package_license(om)}
+    credits = {
+        SKETCH_PACKAGE.key: {"author": "OpenMoji (HfG Schwäbisch Gmünd)", "url": "https://openmoji.org"}
+    }
+    concepts, dropped = candidate_concepts(json.loads(om["data/openmoji.json"]))
+    svgs: dict[str, bytes] = {}
+    for n, b in om.items():
+        if n.startswith("black/svg/"):
+            try:
+                svgs[normalise_codepoints(Path(n).stem)] = b
+            except ValueError:
+                continue
+    for c in concepts:
+        c.sketch = c.hexcode if c.hexcode in svgs else None
+
+    fluent: dict[str, bytes] = {}
+    iconify: dict[str, dict[str, Any]] = {}
+    chars_of: dict[str, dict[str, str]] = {}
+    for key, pkg in pkgs.items():
+        if key == SKETCH_PACKAGE.key or key not in tarballs:
+            continue
+        if pkg.kind == "webp":
+            files = read_members(
+                tarballs[key], lambda n: n == "package.json" or n.endswith((".webp", ".png"))
+            )
+            licences[key] = package_license(files)
+            meta = json.loads(files["package.json"])
+            credits[key] = {"author": str(meta.get("author", "")), "url": str(meta.get("homepage", ""))}
+            for n, b in files.items():
+                if n.endswith((".webp", ".png")):
+                    try:
+                        cp = normalise_codepoints(Path(n).stem)
+                    except ValueError:
+                        continue
+                    fluent.setdefault(cp, b)
+            for c in concepts:
+                if c.hexcode in fluent:
+                    c.photos[key] = c.hexcode
+        else:
+            files = read_members(
+                tarballs[key], lambda n: n in ("package.json", "info.json", "icons.json", "chars.json")
+            )
+            licences[key] = package_license(files)
+            info = json.loads(files.get("info.json", b"{}"))
+            credits[key] = {
+                "author": str(info.get("author", {}).get("name", "")),
+                "url": str(info.get("author", {}).get("url", "")),
+            }
+            iconify[key] = json.loads(files["icons.json"])
+            chars_of[key] = json.loads(files.get("chars.json", b"{}")) or {}
+    for key, pkg in pkgs.items():
+        if key in tarballs and key != SKETCH_PACKAGE.key:
+            _check_licence(pkg, licences[key])
+    _check_licence(SKETCH_PACKAGE, licences[SKETCH_PACKAGE.key])
+
+    # Names the sets with a codepoint table give each concept help the sets without one.
+    helper: dict[str, list[str]] = {}
+    for key, chars in chars_of.items():
+        if chars:
+            for c_hex, icon in match_iconify(iconify[key], chars, concepts, {}).items():
+                helper.setdefault(c_hex, []).append(icon)
+    for key, data in iconify.items():
+        found = match_iconify(
+            data,
+            chars_of[key],
+            concepts,
+            helper,
+            max_emoji_version=pkgs[key].max_emoji_version,
+            blocklist=NAME_MATCH_BLOCKLIST.get(key, frozenset()),
+        )
+        for c_hex, icon in found.items():
+            next(c for c in concepts if c.hexcode == c_hex).photos[key] = icon
+    return Sources(concepts, dropped, svgs, fluent, iconify, licences, credits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the split
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """Which concept goes where, and why the others do not."""
+
+    classes: dict[str, list[tuple[str, Concept]]]  # split -> [(class name, concept)] in label order
+    zero_aliases: dict[str, list[str]]  # zero class -> every Sketchy name it stands for
+    sketchy_missing: dict[str, str]  # Sketchy class -> why it has no concept
+    near_duplicates: list[dict[str, str]]
+    dropped: list[dict[str, str]]
+
+
+def plan_split(
+    concepts: Sequence[Concept],
+    *,
+    seed: int = 0,
+    val_fraction: float = VAL_FRACTION,
+    min_photos: int = MIN_PHOTOS,
+    dropped: Sequence[dict[str, str]] = (),
+) -> Plan:
+    """Assign usable concepts (a sketch and >= ``min_photos`` colour renderings) to train / val / zero."""
+    dropped = list(dropped)
+    usable: list[Concept] = []
+    for c in concepts:
+        if c.sketch is None:
+            dropped.append(
+                {"hexcode": c.hexcode, "annotation": c.annotation, "reason": "no OpenMoji line art"}
+            )
+        elif len(c.photos) < min_photos:
+            dropped.append(
+                {
+                    "hexcode": c.hexcode,
+                    "annotation": c.annotation,
+                    "reason": f"{len(c.photos)} colour renderings (< {min_photos})",
+                }
+            )
+        else:
+            usable.append(c)
+    by_name = {c.key: c for c in concepts}
+    usable_keys = {c.key for c in usable}
+    zero_of: dict[str, list[str]] = {}  # annotation -> sketchy names
+    missing: dict[str, str] = {s: "no emoji depicts it" for s in SKETCHY_WITHOUT_EMOJI}
+    for s, ann in SKETCHY_TO_EMOJI.items():
+        a = normalise_name(ann)
+        if a not in by_name:
+            missing[s] = f"emoji {ann!r} not among the candidate concepts"
+        elif a not in usable_keys:
+            missing[s] = f"emoji {ann!r} has no line art or too few colour renderings"
+        else:
+            zero_of.setdefault(a, []).append(s)
+    zero: list[tuple[str, Concept]] = []
+    aliases: dict[str, list[str]] = {}
+    for a, names in zero_of.items():
+        names = sorted(names)
+        cls = next((n for n in names if normalise_name(n.replace("_", " ")) == a), names[0])
+        zero.append((cls, by_name[a]))
+        aliases[cls] = names
+    zero.sort(key=lambda t: t[0])
+    zero_keys = {c.key for _, c in zero}
+    # The near-duplicate test runs against every Sketchy class that has an emoji, even one whose emoji was
+    # dropped above: a concept close to a Sketchy class stays out of training either way.
+    unseen = [s for s in SKETCHY_TO_EMOJI]
+    near: list[dict[str, str]] = []
+    train_pool: list[tuple[str, Concept]] = []
+    for c in usable:
+        if c.key in zero_keys:
+            continue
+        hit = near_duplicate_of(c, unseen)
+        if hit is not None:
+            near.append({"hexcode": c.hexcode, "annotation": c.annotation, "near": hit[0], "rule": hit[1]})
+            continue
+        train_pool.append((class_dir_name(c.annotation), c))
+    names_seen: dict[str, int] = {}
+    for cls, _ in [*zero, *train_pool]:
+        names_seen[cls] = names_seen.get(cls, 0) + 1
+    clash = [n for n, k in names_seen.items() if k > 1]
+    if clash:
+        raise RuntimeError(f"EmojiSketch class names collide: {clash}; fix class_dir_name or the tables.")
+    train_pool.sort(key=lambda t: t[0])
+    rng = random.Random(seed)
+    n_val = round(val_fraction * len(train_pool))
+    val_names = set(rng.sample([n for n, _ in train_pool], n_val)) if n_val else set()
+    classes = {
+        "train": [t for t in train_pool if t[0] not in val_names],
+        "val": [t for t in train_pool if t[0] in val_names],
+        "zero": zero,
+    }
+    return Plan(classes, aliases, dict(sorted(missing.items())), near, dropped)
+
+
+def tiny_plan(plan: Plan, counts: dict[str, int] | None = None) -> Plan:
+    """The first few classes of each split (same assignment as the full set, so tiny is a subset of full)."""
+    counts = counts or TINY_COUNTS
+    classes = {s: plan.classes[s][: counts[s]] for s in SPLITS}
+    aliases = {c: plan.zero_aliases[c] for c, _ in classes["zero"]}
+    return Plan(classes, aliases, plan.sketchy_missing, plan.near_duplicates, plan.dropped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------------------------------
+def default_emojisketch_root(variant: str = "full") -> Path:
+    """``$DSN_LAB_DATA/emojisketch`` or ``~/.cache/dsn_lab/emojisketch`` (``emojisketch-tiny`` for tiny)."""
+    from dsn_lab.data.datasets import default_root
+
+    root = default_root("emojisketch")
+    return root if variant == "full" else root.with_name(f"{root.name}-{variant}")
+
+
+def _render_photo(src: Sources, pkg: NpmPackage, ref: str, size: int):
+    if pkg.kind == "webp":
+        return rasterise_bitmap(src.fluent_files[ref], size)
+    props = resolve_icon(src.iconify[pkg.key], ref)
+    if props is None:
+        raise RuntimeError(f"{pkg.name}: icon {ref!r} cannot be resolved")
+    return rasterise_svg(icon_svg(props), size)
+
+
+def is_blank(img: Any, min_ink: float = 0.002) -> bool:
+    """Almost no pixel differs from white: a rendering that failed silently (broken SVG, empty WebP)."""
+    import numpy as np
+
+    a = np.asarray(img.convert("L"))
+    return float((a < 245).mean()) < min_ink
+
+
+def _attribution(src: Sources, used: dict[str, int]) -> str:
+    lines = [
+        "# EmojiSketch: attribution and licences",
+        "",
+        "EmojiSketch is built by dsn_lab from the npm packages below, at the pinned versions. Every",
+        f"image is a rasterisation ({IMAGE_SIZE}x{IMAGE_SIZE} px PNG, on a white background, centred) of",
+        "one emoji of one set; nothing else was changed. Each image keeps the licence of its set; the",
+        "sketches (OpenMoji) are CC BY-SA 4.0, so anything derived from them must carry the same licence.",
+        "File names say the source: `sketch/<class>/openmoji_<codepoint>.png`,",
+        "`photo/<class>/<set>_<codepoint>.png`.",
+        "",
+        "| set (file prefix) | npm package | licence | author | images | role |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pkg in ALL_PACKAGES:
+        if pkg.key not in src.licences:
+            continue
+        cr = src.credits.get(pkg.key, {})
+        role = "sketches (line art, `black/`)" if pkg is SKETCH_PACKAGE else "photos (colour)"
+        who = (
+            f"[{cr.get('author') or pkg.title}]({cr['url']})"
+            if cr.get("url")
+            else (cr.get("author") or pkg.title)
+        )
+        lines.append(
+            f"| {pkg.title} (`{pkg.key}`) | `{pkg.name}@{pkg.version}` | {src.licences[pkg.key]} | {who} "
+            f"| {used.get(pkg.key, 0)} | {role} |"
+        )
+    lines += [
+        "",
+        "Licence texts: CC BY-SA 4.0 https://creativecommons.org/licenses/by-sa/4.0/ ; CC BY 4.0",
+        "https://creativecommons.org/licenses/by/4.0/ ;",
+        "Apache 2.0 https://www.apache.org/licenses/LICENSE-2.0 ;",
+        "MIT https://opensource.org/licenses/MIT (Fluent Emoji, Copyright (c) Microsoft Corporation).",
+        'OpenMoji: "All emojis designed by OpenMoji – the open-source emoji and icon project.',
+        'License: CC BY-SA 4.0".',
+        "",
+        "Integrity (npm dist.integrity, checked at build time):",
+        "",
+    ]
+    lines += [f"- `{p.name}@{p.version}`: `{p.integrity}`" for p in ALL_PACKAGES if p.key in src.licences]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_emojisketch(
+    root: Path | str,
+    *,
+    variant: str = "full",
+    seed: int = 0,
+    image_size: int = IMAGE_SIZE,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Build EmojiSketch at ``root`` (fetching the pinned npm packages into the cache first) and return it.
+
+    The tree is written into a temporary sibling folder and renamed into place at the end, so ``root`` is
+    either absent or complete. ``overwrite`` replaces an existing EmojiSketch at ``root``; anything else
+    there is never touched (error). Not locked: use :func:`ensure_emojisketch` when processes may race.
+    """
+    from tqdm.auto import tqdm
+
+    if variant not in ("full", "tiny"):
+        raise ValueError(f"variant must be 'full' or 'tiny', got {variant!r}.")
+    root = Path(root).expanduser().resolve()
+    if root.exists() and not _is_empty_dir(root):
+        if not (overwrite and (root / "manifest.json").is_file()):
+            raise FileExistsError(
+                f"{root} exists and is not empty; EmojiSketch builds only into a new folder. Fix: choose "
+                "another --root, or move that folder aside (or pass overwrite=True for an old EmojiSketch)."
+            )
+    t0 = time.perf_counter()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    tarballs = {p.key: fetch_package(p, cache, progress=progress) for p in ALL_PACKAGES}
+    src = load_sources(tarballs)
+    plan = plan_split(src.concepts, seed=seed, dropped=src.dropped)
+    if variant == "tiny":
+        plan = tiny_plan(plan)
+    pkgs = {p.key: p for p in PHOTO_PACKAGES}
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
+    try:
+        used: dict[str, int] = {}
+        skipped: list[dict[str, str]] = []
+        counts: dict[str, dict[str, int]] = {}
+        concepts_meta: dict[str, dict[str, Any]] = {}
+        (tmp / "splits").mkdir()
+        jobs = [(s, label, cls, c) for s in SPLITS for label, (cls, c) in enumerate(plan.classes[s])]
+        lists: dict[tuple[str, str], list[str]] = {(s, d): [] for s in SPLITS for d in ("sketch", "photo")}
+        for split, label, cls, c in tqdm(jobs, desc=f"EmojiSketch ({variant})", disable=not progress):
+            rel = f"sketch/{cls}/openmoji_{c.hexcode}.png"
+            save_png_atomic(rasterise_svg(src.openmoji_svgs[c.hexcode], image_size), tmp / rel)
+            lists[(split, "sketch")].append(f"{rel} {label}")
+            used[SKETCH_PACKAGE.key] = used.get(SKETCH_PACKAGE.key, 0) + 1
+            for key in sorted(c.photos, key=list(pkgs).index):
+                rel = f"photo/{cls}/{key}_{c.hexcode}.png"
+                img = _render_photo(src, pkgs[key], c.photos[key], image_size)
+                if is_blank(img):
+                    skipped.append(
+                        {"class": cls, "set": key, "icon": c.photos[key], "reason": "renders blank"}
+                    )
+                    continue
+                save_png_atomic(img, tmp / rel)
+                lists[(split, "photo")].append(f"{rel} {label}")
+                used[key] = used.get(key, 0) + 1
+            concepts_meta[cls] = {
+                "split": split,
+                "label": label,
+                "hexcode": c.hexcode,
+                "emoji": chr(int(c.hexcode, 16)),
+                "annotation": c.annotation,
+                "openmoji_subgroup": c.subgroup,
+                "photos": dict(sorted(c.photos.items())),
+            }
+            if split == "zero":
+                concepts_meta[cls]["sketchy_names"] = plan.zero_aliases[cls]
+        for split in SPLITS:
+            _write_text(
+                tmp / "splits" / f"classes_{split}.txt", "".join(f"{c}\n" for c, _ in plan.classes[split])
+            )
+            for d in ("sketch", "photo"):
+                _write_text(tmp / "splits" / f"{d}_{split}.txt", "".join(f"{x}\n" for x in lists[(split, d)]))
+            counts[split] = {
+                "classes": len(plan.classes[split]),
+                "sketch": len(lists[(split, "sketch")]),
+                "photo": len(lists[(split, "photo")]),
+            }
+        manifest = {
+            "name": "EmojiSketch",
+            "format_version": FORMAT_VERSION,
+            "recipe": recipe_hash(seed, image_size),
+            "variant": variant,
+            "image_size": image_size,
+            "seed": seed,
+            "val_fraction": VAL_FRACTION,
+            "min_photos": MIN_PHOTOS,
+            "packages": [
+                {
+                    "key": p.key,
+                    "name": p.name,
+                    "version": p.version,
+                    "integrity": p.integrity,
+                    "license": src.licences.get(p.key),
+                    "family": p.family,
+                    "role": "sketch" if p is SKETCH_PACKAGE else "photo",
+                    "images": used.get(p.key, 0),
+                }
+                for p in ALL_PACKAGES
+            ],
+            "counts": counts,
+            "zero_classes": {c: plan.zero_aliases[c] for c, _ in plan.classes["zero"]},
+            "sketchy_without_concept": plan.sketchy_missing,
+            "excluded_near_duplicates": plan.near_duplicates,
+            "dropped": plan.dropped,
+            "skipped_images": skipped,
+            "concepts": concepts_meta,
+            "build_seconds": round(time.perf_counter() - t0, 1),
+        }
+        _write_text(tmp / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        _write_text(tmp / "ATTRIBUTION.md", _attribution(src, used))
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / "x")
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _is_empty_dir(p: Path) -> bool:
+    return p.is_dir() and not any(p.iterdir())
+
+
+def read_manifest(root: Path | str) -> dict[str, Any] | None:
+    p = Path(root) / "manifest.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def recipe_hash(seed: int = 0, image_size: int = IMAGE_SIZE) -> str:
+    """A fingerprint of everything that decides the data: pins, tables, sizes, seed. A cached build whose
+    manifest carries another one was made by other code; :func:`ensure_emojisketch` rebuilds it."""
+    recipe = {
+        "format": FORMAT_VERSION,
+        "packages": [(p.name, p.version, p.integrity, p.max_emoji_version) for p in ALL_PACKAGES],
+        "sketchy": SKETCHY_TO_EMOJI,
+        "near": NEAR_DUPLICATES,
+        "subgroups": SUBGROUP_NEAR_DUPLICATES,
+        "allow": sorted(NOT_NEAR_DUPLICATES),
+        "block": {k: sorted(v) for k, v in NAME_MATCH_BLOCKLIST.items()},
+        "groups": GROUPS,
+        "sizes": [image_size, VAL_FRACTION, MIN_PHOTOS, TINY_COUNTS, seed],
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_current(root: Path | str, variant: str, seed: int = 0) -> bool:
+    """``root`` holds a complete EmojiSketch of this variant, made by this code (see :func:`recipe_hash`)."""
+    m = read_manifest(root)
+    return (
+        bool(m)
+        and m.get("recipe") == recipe_hash(seed, int(m.get("image_size", IMAGE_SIZE)))
+        and m.get("variant") == variant
+        and all(
+            (Path(root) / "splits" / f"{d}_{s}.txt").is_file() for s in SPLITS for d in ("sketch", "photo")
+        )
+    )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (fcntl where available, else the filelock package)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
+        return
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_emojisketch(
+    root: Path | str | None = None, variant: str = "full", *, progress: bool = True, seed: int = 0
+) -> Path:
+    """The EmojiSketch root, built on first use. Safe when several processes call it at once (a file lock
+    next to the root: the first builds, the others wait and then find it built).
+
+    ``root=None``: :func:`default_emojisketch_root` (``$DSN_LAB_DATA`` / ``~/.cache/dsn_lab``). A folder that
+    holds an EmojiSketch of another variant or made by other code (another :func:`recipe_hash`) is rebuilt
+    in place (atomically); any other non-empty folder is an error (nothing of yours is overwritten).
+    """
+    if variant not in ("full", "tiny"):
+        raise ValueError(f"variant must be 'full' or 'tiny', got {variant!r}.")
+    root = Path(root).expanduser().resolve() if root is not None else default_emojisketch_root(variant)
+    if is_current(root, variant, seed):
+        return root
+    with _locked(root.parent / f".{root.name}.lock"):
+        if is_current(root, variant, seed):
+            return root
+        if progress:
+            print(
+                f"Building EmojiSketch ({variant}) at {root} from npm packages (once; cached after)...",
+                file=sys.stderr,
+            )
+        return build_emojisketch(
+            root, variant=variant, seed=seed, progress=progress, overwrite=read_manifest(root) is not None
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# the card and the baseline
+# ---------------------------------------------------------------------------------------------------
+def _count_lines(p: Path) -> int:
+    return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip()) if p.is_file() else 0
+
+
+def card(root: Path | str) -> str:
+    """A plain-text card: classes, sketches and photos per split, photo sources, exclusions."""
+    root = Path(root)
+    m = read_manifest(root) or {}
+    rows = []
+    for s in SPLITS:
+        rows.append(
+            (
+                s,
+                _count_lines(root / "splits" / f"classes_{s}.txt"),
+                _count_lines(root / "splits" / f"sketch_{s}.txt"),
+                _count_lines(root / "splits" / f"photo_{s}.txt"),
+            )
+        )
+    out = [
+        f"EmojiSketch ({m.get('variant', '?')}, {m.get('image_size', '?')} px) at {root}",
+        f"{'split':<6} {'classes':>8} {'sketches':>9} {'photos':>7}",
+    ]
+    out += [f"{s:<6} {c:>8} {k:>9} {p:>7}" for s, c, k, p in rows]
+    out.append(
+        f"{'total':<6} {sum(r[1] for r in rows):>8} {sum(r[2] for r in rows):>9} {sum(r[3] for r in rows):>7}"
+    )
+    pk = [f"{p['key']} {p['images']}" for p in m.get("packages", []) if p.get("role") == "photo"]
+    if pk:
+        out.append("photos per set: " + ", ".join(pk))
+    if m:
+        out.append(
+            f"zero classes are Sketchy class names; {len(m.get('sketchy_without_concept', {}))} Sketchy "
+            f"classes have no concept; {len(m.get('excluded_near_duplicates', []))} near-duplicates of "
+            f"unseen classes excluded; {len(m.get('dropped', []))} candidates dropped (see manifest.json)"
+        )
+    return "\n".join(out)
+
+
+def frozen_baseline(
+    root: Path | str, *, image_size: int = IMAGE_SIZE, batch_size: int = 64, max_per_split: int | None = None
+) -> dict[str, float]:
+    """Unseen-class retrieval with frozen ImageNet EfficientNet-Lite0 pooled features (no training).
+
+    Sketches of the zero split query its photos; mAP@all is VOC AP averaged per class
+    (:func:`dsn_lab.metrics.evaluate_retrieval`). Cosine ranking (= Euclidean on L2-normalised features) is
+    the headline; raw-feature Euclidean and a random ranking are given for reference.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from dsn_lab.data import get_dataset
+    from dsn_lab.data.transforms import eval_transform
+    from dsn_lab.metrics import evaluate_retrieval
+    from dsn_lab.model import build_backbone
+
+    trunk, _, _ = build_backbone("efficientnet_lite0", pretrained=True)
+    trunk.eval()
+    feats = {}
+    for domain, flag in (("sketch", 0), ("photo", 1)):
+        ds = get_dataset(
+            "emojisketch",
+            root,
+            split="zero",
+            domain=domain,
+            transform=eval_transform(image_size),
+            verbose=False,
+        )
+        if max_per_split is not None:
+            ds = torch.utils.data.Subset(ds, range(min(max_per_split, len(ds))))
+        xs, ys = [], []
+        with torch.inference_mode():
+            for images, labels, _ in DataLoader(ds, batch_size=batch_size, num_workers=0):
+                xs.append(trunk(images, torch.full((len(images), 1), float(flag))).float().numpy())
+                ys.append(labels.numpy())
+        feats[domain] = (np.concatenate(xs), np.concatenate(ys))
+    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
+    keys = ("mAP@all", "mAP@200", "P@100", "P@200")
+    res: dict[str, float] = {}
+    for dist, label in (("cosine", "cosine"), ("euclidean", "euclidean, raw features")):
+        r = evaluate_retrieval(q, ql, g, gl, distance=dist)
+        res.update({f"{k} ({label})": float(r[k]) for k in keys})
+    rng = np.random.default_rng(0)  # chance level: random features, averaged over 10 draws
+    res["mAP@all (random ranking)"] = float(
+        np.mean(
+            [
+                evaluate_retrieval(
+                    rng.standard_normal((len(ql), 8)), ql, rng.standard_normal((len(gl), 8)), gl
+                )["mAP@all"]
+                for _ in range(10)
+            ]
+        )
+    )
+    res["classes"], res["queries"], res["gallery"] = float(len(np.unique(ql))), float(len(ql)), float(len(gl))
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m dsn_lab.data.emojisketch", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--root", help="EmojiSketch folder (default: the user cache)")
+    ap.add_argument("--variant", default="full", choices=("full", "tiny"))
+    ap.add_argument("--baseline", action="store_true", help="also score frozen ImageNet EfficientNet-Lite0")
+    ap.add_argument(
+        "--quick", action="store_true", help="baseline on at most 64 sketches/photos (a smoke test)"
+    )
+    args = ap.parse_args(argv)
+    root = ensure_emojisketch(args.root, args.variant)
+    print(card(root))
+    if args.baseline:
+        t0 = time.perf_counter()
+        res = frozen_baseline(root, max_per_split=64 if args.quick else None)
+        print(
+            "frozen ImageNet EfficientNet-Lite0, unseen classes, sketch -> photo "
+            f"({time.perf_counter() - t0:.0f} s):"
+        )
+        for k, v in res.items():
+            print(f"  {k}: {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
