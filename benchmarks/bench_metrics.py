@@ -118,8 +118,9 @@ def run_case(args: argparse.Namespace, dim: int, codes: str) -> dict:
         base_gpu = torch.cuda.memory_allocated()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        res = evaluate_retrieval(qt, ql, gt, gl, codes=codes, per_query=True, progress=False,
-                                 memory_budget_mb=args.budget_mb)
+        res = evaluate_retrieval(
+            qt, ql, gt, gl, codes=codes, per_query=True, progress=False, memory_budget_mb=args.budget_mb
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
@@ -148,9 +149,18 @@ def run_case(args: argparse.Namespace, dim: int, codes: str) -> dict:
     ref_r = loop_released_style(lq[: len(sub_r)], ql[sub_r], lg, gl, hamming=codes == "itq")
     t_rel = (time.perf_counter() - t0) * args.queries / len(sub_r) + t_codes
     delta = max(delta, float(np.abs(ref_r["mAP@all"] - res["AP_per_query"][sub_r]).max()))
-    return {"dim": dim, "codes": codes, "wall": wall, "extra_mb": extra, "loop": t_loop, "n_loop": len(sub),
-            "released": t_rel, "n_rel": len(sub_r),
-            "delta": delta, **{k: res[k] for k in KEYS}}
+    return {
+        "dim": dim,
+        "codes": codes,
+        "wall": wall,
+        "extra_mb": extra,
+        "loop": t_loop,
+        "n_loop": len(sub),
+        "released": t_rel,
+        "n_rel": len(sub_r),
+        "delta": delta,
+        **{k: res[k] for k in KEYS},
+    }
 
 
 def loop_released_style(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray, hamming: bool) -> dict:
@@ -185,8 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dims", type=int, nargs="+", default=[64, 512])
     p.add_argument("--codes", nargs="+", default=["real", "itq"], choices=["real", "itq"])
     p.add_argument("--loop-queries", type=int, default=300)
-    p.add_argument("--released-queries", type=int, default=30,
-                   help="queries for the released-style loop (mAP@all only, VOC interpolation in Python)")
+    p.add_argument(
+        "--released-queries",
+        type=int,
+        default=30,
+        help="queries for the released-style loop (mAP@all only, VOC interpolation in Python)",
+    )
     p.add_argument("--budget-mb", type=float, default=512)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -199,23 +213,31 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     rows = [run_case(args, d, c) for d in args.dims for c in args.codes]
-    print(f"\nevaluate_retrieval vs per-query numpy loop: {args.queries:,} queries x {args.gallery:,} "
-          "gallery, "
-          f"{args.classes} classes, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"{psutil.cpu_count()} CPUs\n")
-    print("| d | codes | evaluate_retrieval (s) | peak extra memory (MB) | numpy loop, 4 metrics (s) "
-          "| speed-up | released-style loop, mAP@all only (s) | speed-up | max abs delta | mAP@all | P@100 | mAP@200 "
-          "| P@200 |")
+    print(
+        f"\nevaluate_retrieval vs per-query numpy loop: {args.queries:,} queries x {args.gallery:,} "
+        "gallery, "
+        f"{args.classes} classes, device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"{psutil.cpu_count()} CPUs\n"
+    )
+    print(
+        "| d | codes | evaluate_retrieval (s) | peak extra memory (MB) | numpy loop, 4 metrics (s) "
+        "| speed-up | released-style loop, mAP@all only (s) | speed-up | max abs delta | mAP@all | P@100 "
+        "| mAP@200 | P@200 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['dim']} | {r['codes']} | {r['wall']:.2f} | {r['extra_mb']:.0f} | {r['loop']:.1f} "
-              f"(from {r['n_loop']} q) | {r['loop'] / r['wall']:.1f}x | {r['released']:.0f} "
-              f"(from {r['n_rel']} q) "
-              f"| {r['released'] / r['wall']:.0f}x | {r['delta']:.1e} | {r['mAP@all']:.4f} "
-              f"| {r['P@100']:.4f} | {r['mAP@200']:.4f} | {r['P@200']:.4f} |")
-    print("\nLoop times are measured on the stated number of queries and scaled to all queries (ITQ rows: "
-          "plus the ITQ fit and encoding). Peak extra memory: max process RSS during the call minus RSS before it "
-          "(psutil, sampled every 2 ms); on CUDA, torch.cuda.max_memory_allocated.")
+        print(
+            f"| {r['dim']} | {r['codes']} | {r['wall']:.2f} | {r['extra_mb']:.0f} | {r['loop']:.1f} "
+            f"(from {r['n_loop']} q) | {r['loop'] / r['wall']:.1f}x | {r['released']:.0f} "
+            f"(from {r['n_rel']} q) "
+            f"| {r['released'] / r['wall']:.0f}x | {r['delta']:.1e} | {r['mAP@all']:.4f} "
+            f"| {r['P@100']:.4f} | {r['mAP@200']:.4f} | {r['P@200']:.4f} |"
+        )
+    print(
+        "\nLoop times are measured on the stated number of queries and scaled to all queries (ITQ rows: "
+        "plus the ITQ fit and encoding). Peak extra memory: max process RSS during the call minus RSS "
+        "before it (psutil, sampled every 2 ms); on CUDA, torch.cuda.max_memory_allocated."
+    )
     bad = [r for r in rows if r["delta"] > 1e-6]
     if bad:
         print(f"\nMISMATCH: {len(bad)} case(s) differ from the loop by more than 1e-6", file=sys.stderr)

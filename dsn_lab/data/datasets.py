@@ -730,6 +730,16 @@ def load_emojisketch(
             f"{root / 'splits'} not found: {root} is not an EmojiSketch folder.\n"
             f"{_layout_message(layout, root)}\n{_fix_message(name, root)}"
         )
+    if domain in DOMAINS:  # a split that exists in part: name the missing list file, not "no such split"
+        needed = [root / "splits" / f"classes_{split}.txt", root / "splits" / f"{domain}_{split}.txt"]
+        related = [*needed, *(root / "splits" / f"{d}_{split}.txt" for d in DOMAINS)]
+        missing = [p for p in needed if not p.is_file()]
+        if missing and (split in ("train", "zero") or any(p.is_file() for p in related)):
+            raise DatasetLayoutError(
+                f"Split file {', '.join(map(str, missing))} is missing ({name} {split}/{domain}).\n"
+                f"{_layout_message(layout, root)}\nFix: the folder is incomplete; move it aside and rebuild "
+                f"it (python -m dsn_lab data fetch {name} --root {root}), or restore the file from a copy."
+            )
     _check_split(name, split, domain, emojisketch_splits(root))
     class_file = root / "splits" / f"classes_{split}.txt"
     classes = [line.strip() for line in class_file.read_text(encoding="utf-8").splitlines() if line.strip()]

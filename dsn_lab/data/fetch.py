@@ -10,6 +10,7 @@ path never holds a half-written or unverified file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,6 +366,31 @@ def verify_file(
 
 
 _TRANSIENT = (OSError, http.client.HTTPException, socket.timeout)
+# A write the disk refuses: retrying cannot help, the user has to make room (or point the cache elsewhere).
+NO_SPACE_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if e)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for the OSError of a full disk, an exhausted quota or a file-size limit."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+def _free_bytes(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free:,} bytes free there now"
+    except OSError:
+        return "free space unknown"
+
+
+def no_space_message(what: str, target: Path, exc: OSError, need: int | None = None) -> str:
+    """What happened and what to do when ``target``'s disk filled up while writing ``what``."""
+    folder = target if target.is_dir() else target.parent
+    needs = f"; {need:,} bytes are needed" if need else ""
+    return (
+        f"No space left while writing {what} ({exc.strerror}; {_free_bytes(folder)}{needs}). "
+        f"Fix: free space on the disk holding {folder}, or choose a folder on another disk "
+        "(--root, or $DSN_LAB_CACHE / $DSN_LAB_DATA), then run the same command again."
+    )
 
 
 def _transfer(
@@ -470,6 +497,13 @@ def download(
                     ) from exc
                 err: BaseException = exc
             except _TRANSIENT as exc:
+                if is_no_space(exc):  # a full disk: retrying cannot help
+                    held = part.stat().st_size if part.exists() else 0
+                    raise DownloadError(
+                        no_space_message(f"{part} (downloading {url})", part, exc, size)
+                        + f" The {held:,} bytes already downloaded stay in {part} and are resumed from "
+                        f"(delete it to give the space back); nothing was written to {dest}."
+                    ) from exc
                 err = exc
             attempt += 1
             held = part.stat().st_size if part.exists() else 0
@@ -601,6 +635,17 @@ def extract_archive(archive: Path | str, dest: Path | str, *, progress: bool = T
     """Extract a .zip or .tar(.gz/.bz2/.xz) into ``dest`` (refusing members that escape it)."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        _extract(archive, dest, progress)
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(
+            f"{archive} is truncated or corrupt ({type(exc).__name__}: {exc}). Fix: delete it and download "
+            "it again (an interrupted copy or download is the usual cause), then import it again."
+        ) from exc
+    return dest
+
+
+def _extract(archive: Path, dest: Path, progress: bool) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             members = _safe_members_zip(zf, dest)
@@ -613,7 +658,6 @@ def extract_archive(archive: Path | str, dest: Path | str, *, progress: bool = T
                 tf.extract(member, dest, filter="data")
     else:
         raise ValueError(f"{archive} is neither a zip nor a tar archive (is the download complete?).")
-    return dest
 
 
 def _find_layout_root(tree: Path, marker_dirs: tuple[str, ...], max_depth: int = 4) -> Path | None:
@@ -660,7 +704,16 @@ def import_archive(
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".import-", dir=root.parent) as tmp:
         tree = Path(tmp) / "x"  # never move the temporary folder itself
-        extract_archive(archive, tree, progress=progress)
+        try:
+            extract_archive(archive, tree, progress=progress)
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            raise OSError(
+                exc.errno,
+                no_space_message(f"the files of {archive.name}", root.parent, exc)
+                + f" The partly extracted files were removed; nothing was written to {root}.",
+            ) from exc
         found = _find_layout_root(tree, LAYOUTS[wanted].markers)
         if found is None:
             raise ValueError(

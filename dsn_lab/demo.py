@@ -1,0 +1,346 @@
+"""The offline demo (``python -m dsn_lab demo``): DSN on EmojiSketch, on the CPU, in minutes.
+
+Three rows for the unseen concepts, because each answers a different question:
+
+1. **frozen ImageNet features** (EfficientNet-Lite0's pooled feature): what ImageNet training alone gives;
+2. **head on frozen features**: a projection + classifier trained on the training concepts over the frozen
+   features -- how much a head alone recovers (about twice the frozen score on this benchmark);
+3. **DSN** (:func:`dsn_lab.train.train`, backbone trained): what training the backbone with DSN's losses adds.
+
+Model selection (the head's step, DSN's epoch) uses the held-out *training* concepts (EmojiSketch "val");
+the unseen concepts are only scored, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _eval(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> dict[str, float]:
+    from dsn_lab.metrics import evaluate_retrieval
+
+    res = evaluate_retrieval(q, ql, g, gl, normalize=True, on_missing="skip")
+    return {k: float(res[k]) for k in METRICS}
+
+
+def _train_head(
+    train: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    num_classes: int,
+    dim: int,
+    steps: int,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A linear projection to ``dim`` + cosine classifier trained with CE on frozen features (seconds).
+
+    Sketches and photos of the same concept share the class weight, which pulls the two domains together;
+    the step with the best val-concept mAP is kept.
+    """
+    torch.manual_seed(seed)
+    sk, skl, ph, phl = (torch.as_tensor(a) for a in train)
+    x = F.normalize(torch.cat([sk, ph]).float(), dim=1)
+    y = torch.cat([skl, phl]).long()
+    # sketches are ~1 per concept against ~5 photos: weight them up so both domains count equally
+    w = torch.cat([torch.full((len(sk),), len(ph) / max(len(sk), 1)), torch.ones(len(ph))])
+    proj = nn.Linear(x.shape[1], dim)
+    cls = nn.Linear(dim, num_classes, bias=False)
+    opt = torch.optim.AdamW(list(proj.parameters()) + list(cls.parameters()), lr=1e-3, weight_decay=1e-4)
+    best = (-1.0, None, 0)
+    vsk, vskl, vph, vphl = val
+    for step in range(1, steps + 1):
+        z = F.normalize(proj(x + 0.02 * torch.randn_like(x)), dim=1)
+        logits = 16.0 * z @ F.normalize(cls.weight, dim=1).T
+        loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == steps:
+            with torch.no_grad():
+                q = proj(F.normalize(torch.as_tensor(vsk).float(), dim=1)).numpy()
+                g = proj(F.normalize(torch.as_tensor(vph).float(), dim=1)).numpy()
+            m = _eval(q, vskl, g, vphl)["mAP@all"]
+            if m > best[0]:
+                best = (m, {k: v.clone() for k, v in proj.state_dict().items()}, step)
+    proj.load_state_dict(best[1])
+    return proj.eval(), {"val_mAP@all": best[0], "step": best[2], "loss": float(loss.item())}
+
+
+def _loss_summary(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each loss term over the last epoch's logged steps."""
+    steps = [r for r in history if r.get("kind") == "step"]
+    if not steps:
+        return {}
+    last_epoch = math.ceil(steps[-1]["epoch"] - 1e-9)
+    rows = [r for r in steps if math.ceil(r["epoch"] - 1e-9) == last_epoch]
+    keys = [k for k in rows[-1] if k.startswith("loss_")]
+    return {k[5:]: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def _table(rows: dict[str, dict[str, float]], title: str) -> str:
+    head = f"{'unseen concepts':<40}" + "".join(f"{m:>9}" for m in METRICS)
+    out = [title, head, "-" * len(head)]
+    for name, vals in rows.items():
+        out.append(f"{name:<40}" + "".join(f"{vals[m]:>9.3f}" for m in METRICS))
+    return "\n".join(out)
+
+
+def run_demo(
+    *,
+    quick: bool = False,
+    data_root: str | os.PathLike[str] | None = None,
+    figures_dir: str | os.PathLike[str] | None = "figures",
+    output_dir: str | os.PathLike[str] | None = None,
+    seconds: float | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
+
+    ``quick``: the "emoji-quick" preset (CI, about 2 minutes); else "emoji-demo" (about 10 minutes on a
+    2-core CPU from a warm cache). ``seconds`` overrides the DSN training budget. ``figures_dir=None``
+    skips the figures.
+    """
+    from dsn_lab.config import get_preset
+    from dsn_lab.data import get_dataset
+    from dsn_lab.data.emojisketch import ensure_emojisketch
+    from dsn_lab.embed import extract_features
+    from dsn_lab.model import build_model
+    from dsn_lab.train import load_trained_model, train
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    preset = "emoji-quick" if quick else "emoji-demo"
+    changes = dict(overrides or {})
+    if output_dir is not None:
+        changes["output_dir"] = str(output_dir)
+    if seconds is not None:
+        changes["max_train_seconds"] = float(seconds)
+    cfg = get_preset(preset, **changes)
+    device = torch.device("cpu")
+
+    _say(
+        f"[demo] EmojiSketch ({'building on first use: npm packages, ' if data_root is None else ''}"
+        "cached afterwards)"
+    )
+    root = (
+        Path(ensure_emojisketch(data_root))
+        if data_root is None or not (Path(data_root) / "splits").is_dir()
+        else Path(data_root)
+    )
+    ds = {
+        (s, d): get_dataset("emojisketch", root, split=s, domain=d, verbose=False)
+        for s in ("train", "val", "zero")
+        for d in ("sketch", "photo")
+    }
+    zero_classes = ds[("zero", "sketch")].classes
+    _say(
+        f"[demo] data {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
+        f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
+        f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(zero_classes)} unseen concepts "
+        f"({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos)"
+    )
+    timings["data"] = time.perf_counter() - t_start
+
+    # 1. frozen ImageNet features ---------------------------------------------------------------------
+    t = time.perf_counter()
+    frozen = build_model(cfg, len(ds[("train", "sketch")].classes)).to(device).eval()
+    # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
+    # second run of the demo skips this step
+    from dsn_lab.data import default_root
+    from dsn_lab.embed import state_dict_hash
+
+    kw = dict(
+        batch_size=64,
+        device=device,
+        image_size=cfg.image_size,
+        output="features",
+        cache_dir=default_root("emojisketch").parent / "features",
+        model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
+        progress=True,
+    )
+    feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    splits_needed = [
+        ("zero", "sketch"),
+        ("zero", "photo"),
+        ("val", "sketch"),
+        ("val", "photo"),
+        ("train", "sketch"),
+        ("train", "photo"),
+    ]
+    for key in splits_needed:
+        feats[key] = extract_features(frozen, ds[key], domain=key[1], **kw)
+    zq, zql = feats[("zero", "sketch")]
+    zg, zgl = feats[("zero", "photo")]
+    rows: dict[str, dict[str, float]] = {}
+    rows["frozen ImageNet features"] = _eval(zq, zql, zg, zgl)
+    timings["frozen"] = time.perf_counter() - t
+    _say(
+        f"[demo] frozen ImageNet features: mAP@all {rows['frozen ImageNet features']['mAP@all']:.3f} "
+        f"({timings['frozen']:.0f}s, features of {sum(len(v[1]) for v in feats.values()):,} images)"
+    )
+
+    # 2. a head on frozen features --------------------------------------------------------------------
+    t = time.perf_counter()
+    head, head_info = _train_head(
+        (*feats[("train", "sketch")], *feats[("train", "photo")]),
+        (*feats[("val", "sketch")], *feats[("val", "photo")]),
+        len(ds[("train", "sketch")].classes),
+        dim=max(cfg.hashing_dim, 64),
+        steps=150 if quick else 400,
+        seed=cfg.seed,
+    )
+    with torch.no_grad():
+        hq = head(F.normalize(torch.as_tensor(zq), dim=1)).numpy()
+        hg = head(F.normalize(torch.as_tensor(zg), dim=1)).numpy()
+    rows["head trained on frozen features"] = _eval(hq, zql, hg, zgl)
+    timings["head"] = time.perf_counter() - t
+    _say(
+        f"[demo] head on frozen features: mAP@all {rows['head trained on frozen features']['mAP@all']:.3f} "
+        f"(val-concept mAP {head_info['val_mAP@all']:.3f} at step {head_info['step']}, "
+        f"{timings['head']:.0f}s)"
+    )
+    del frozen
+
+    # 3. DSN, backbone trained --------------------------------------------------------------------------
+    t = time.perf_counter()
+    budget = f", time budget {cfg.max_train_seconds:.0f}s" if cfg.max_train_seconds else ""
+    _say(f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes{budget})")
+    result = train(cfg, data_root=root, device=device, overwrite=True)
+    timings["dsn_train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ckpt_path = result.best_checkpoint or result.final_checkpoint
+    model, _, ckpt = load_trained_model(ckpt_path, device)
+    ekw = dict(batch_size=64, device=device, image_size=cfg.image_size, output="code")
+    dq, dql = extract_features(model, ds[("zero", "sketch")], domain=0, **ekw)
+    dg, dgl = extract_features(model, ds[("zero", "photo")], domain=1, **ekw)
+    best_epoch = result.best_epoch
+    rows[f"DSN, backbone trained (epoch {best_epoch})"] = _eval(dq, dql, dg, dgl)
+    timings["dsn_eval"] = time.perf_counter() - t
+    losses = _loss_summary(result.history)
+
+    ratio = rows[list(rows)[-1]]["mAP@all"] / max(rows["frozen ImageNet features"]["mAP@all"], 1e-9)
+    table = _table(
+        rows,
+        f"EmojiSketch, {len(zero_classes)} unseen concepts: {len(dql)} sketches query "
+        f"{len(dgl)} photos (DSN protocol: class-averaged, Euclidean on L2-normalised)",
+    )
+    _say("")
+    _say(table)
+    _say(
+        f"DSN / frozen mAP@all: {ratio:.2f}x. Model selection: val concepts only "
+        f"(best {result.selection} {result.best_metric:.3f})."
+    )
+    _say(
+        "DSN loss terms, mean over the last epoch (unweighted): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
+    )
+
+    # figures ---------------------------------------------------------------------------------------------
+    figures: dict[str, str] = {}
+    if figures_dir is not None:
+        t = time.perf_counter()
+        figures = _figures(
+            Path(figures_dir), result.history, ds, (zq, zql, zg, zgl), (dq, dql, dg, dgl), zero_classes, quick
+        )
+        timings["figures"] = time.perf_counter() - t
+        _say(
+            f"[demo] figures written to {Path(figures_dir).resolve()}: "
+            + ", ".join(Path(p).name for p in figures.values())
+        )
+    timings["total"] = time.perf_counter() - t_start
+    out = {
+        "preset": cfg.preset,
+        "config": cfg.to_dict(),
+        "rows": rows,
+        "dsn_over_frozen": ratio,
+        "losses_last_epoch": losses,
+        "selection": {"metric": result.selection, "best": result.best_metric, "epoch": best_epoch},
+        "head": head_info,
+        "checkpoint": str(ckpt_path),
+        "stopped": result.stopped,
+        "epoch_reached": ckpt.get("position", {}).get("epoch"),
+        "figures": figures,
+        "timings_s": timings,
+        "threads": torch.get_num_threads(),
+    }
+    results_path = Path(cfg.output_dir) / "demo_results.json"
+    from dsn_lab.train import _atomic_write_text
+
+    _atomic_write_text(results_path, json.dumps(out, indent=2, default=float))
+    _say(
+        f"[demo] results: {results_path}; total {timings['total']:.0f}s "
+        f"(DSN training {timings['dsn_train']:.0f}s)"
+    )
+    return out
+
+
+def _figures(
+    folder: Path,
+    history: list[dict[str, Any]],
+    ds: dict[tuple[str, str], Any],
+    before: tuple[np.ndarray, ...],
+    after: tuple[np.ndarray, ...],
+    classes: list[str],
+    quick: bool,
+) -> dict[str, str]:
+    from dsn_lab import plots
+    from dsn_lab.analysis import project
+    from dsn_lab.metrics import rank_gallery
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+    steps = [r for r in history if r.get("kind") in ("step", "epoch")]
+    plots.plot_training_curves(steps, save_to=folder / "demo_training_curves.png")
+    out["training_curves"] = str(folder / "demo_training_curves.png")
+
+    dq, dql, dg, dgl = after
+    # a few unseen sketches of different concepts (fixed choice: every n-th concept)
+    picks, seen = [], set()
+    for i in np.linspace(0, len(dql) - 1, 6).astype(int):  # spread over the concepts
+        if int(dql[i]) not in seen:
+            picks.append(int(i))
+            seen.add(int(dql[i]))
+        if len(picks) == 6:
+            break
+    k = 8
+    ranked = rank_gallery(dq[picks], dg, topk=k, normalize=True)
+    qs, gs = ds[("zero", "sketch")], ds[("zero", "photo")]
+    plots.plot_retrieval_grid(
+        [qs.load_image(i)[0] for i in picks],
+        [[gs.load_image(int(j))[0] for j in row] for row in ranked],
+        dgl[ranked] == dql[picks][:, None],
+        query_titles=[classes[int(dql[i])] for i in picks],
+        save_to=folder / "demo_retrieval_grid.png",
+    )
+    out["retrieval_grid"] = str(folder / "demo_retrieval_grid.png")
+
+    zq, zql, zg, zgl = before
+    method = "pca" if quick else "tsne"
+    b2 = project([zq, zg], method=method, seed=0, normalize=True)
+    a2 = project([dq, dg], method=method, seed=0, normalize=True)
+    plots.plot_projection_before_after(
+        b2,
+        a2,
+        labels=np.r_[zql, zgl],
+        class_names=classes,
+        titles=("frozen ImageNet features", "DSN codes"),
+        suptitle=f"unseen EmojiSketch concepts ({method.upper()})",
+        save_to=folder / "demo_projection.png",
+    )
+    out["projection"] = str(folder / "demo_projection.png")
+    return out

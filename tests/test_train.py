@@ -1,0 +1,251 @@
+"""The training loop on tiny synthetic data: checkpoints, history, resume, config checks, NaN stop, budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import dsn_lab.train as T
+from dsn_lab.config import get_preset
+from dsn_lab.data.fixtures import make_synthetic_emojisketch
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
+
+
+def _cfg(out: Path, **kw):
+    base = dict(
+        output_dir=str(out),
+        epochs=2,
+        steps_per_epoch=3,
+        checkpoint_every=1,
+        log_every=1,
+        deterministic=True,
+        image_size=32,
+        kdneg=0.0,
+    )
+    base.update(kw)
+    return get_preset("cpu-quick", **base)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_writes_checkpoint_and_history(synth: Path, tmp_path: Path) -> None:
+    res = T.train(_cfg(tmp_path / "run"), data_root=synth, verbose=False)
+    assert res.final_checkpoint == tmp_path / "run" / "last.pt" and res.final_checkpoint.is_file()
+    assert res.best_checkpoint is not None and res.best_checkpoint.is_file()
+    assert res.stopped == "completed" and res.selection == "val_mAP@all"
+    ckpt = torch.load(res.final_checkpoint, map_location="cpu", weights_only=True)  # safe load works
+    assert ckpt["position"]["finished"] and ckpt["position"]["opt_step"] == 6
+    assert T.checkpoint_config(ckpt).hashing_dim == 16
+    steps = [r for r in res.history if r["kind"] == "step"]
+    epochs = [r for r in res.history if r["kind"] == "epoch"]
+    assert len(steps) == 6 and len(epochs) == 2
+    for key in ("loss", "loss_ce", "loss_contrastive", "loss_memory", "acc", "lr", "time_per_step"):
+        assert all(math.isfinite(r[key]) for r in steps), key
+    assert all(0.0 <= r["val_mAP@all"] <= 1.0 for r in epochs)
+    assert res.best_metric == max(r["val_mAP@all"] for r in epochs)
+    # exp schedule (released): lr * 0.001 ** (epoch / epochs)
+    assert steps[0]["lr"] == pytest.approx(1e-4)
+    assert steps[-1]["lr"] == pytest.approx(1e-4 * 0.001**0.5)
+    on_disk = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert on_disk == json.loads(json.dumps(res.history))
+    header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_ce", "loss_memory", "val_mAP@all", "lr"} <= set(header)
+
+
+def test_callbacks_go_into_history_in_eval_mode(synth: Path, tmp_path: Path) -> None:
+    seen = []
+
+    def cb(model, epoch, step):
+        seen.append((model.training, epoch, step))
+        return {"probe": float(epoch) * 10}
+
+    res = T.train(_cfg(tmp_path / "run"), data_root=synth, callbacks=[cb], verbose=False)
+    assert seen == [(False, 1, 3), (False, 2, 6)]
+    assert [r["probe"] for r in res.history if r["kind"] == "epoch"] == [10.0, 20.0]
+
+
+def test_resume_reproduces_uninterrupted_run(synth: Path, tmp_path: Path, monkeypatch) -> None:
+    copies: list[Path] = []
+    real_save = T.save_checkpoint
+
+    def spy(payload, path):
+        written = real_save(payload, path)
+        if Path(path).name == "last.pt":
+            copy = tmp_path / "copies" / f"{len(copies)}.pt"
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copy(written, copy)
+            copies.append(copy)
+        return written
+
+    monkeypatch.setattr(T, "save_checkpoint", spy)
+    cfg = _cfg(tmp_path / "full")
+    full = T.train(cfg, data_root=synth, verbose=False)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    end = torch.load(full.final_checkpoint, weights_only=True)
+    positions = [torch.load(c, weights_only=True)["position"] for c in copies]
+    assert [(p["epoch"], p["batch"]) for p in positions] == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
+    for i in (1, 2, 3):  # mid-epoch, epoch boundary, mid-epoch of the second epoch
+        out = tmp_path / f"resumed{i}"
+        out.mkdir()
+        shutil.copy(copies[i], out / "last.pt")
+        res = T.train(cfg.replace(output_dir=str(out)), data_root=synth, resume=True, verbose=False)
+        got = torch.load(res.final_checkpoint, weights_only=True)
+        assert _state_equal(end["model"], got["model"]), f"weights differ after resuming from checkpoint {i}"
+        assert _state_equal(end["memory"], got["memory"])
+        assert got["optimizer"]["state"][0]["step"] == end["optimizer"]["state"][0]["step"]
+        assert [r.get("loss") for r in res.history] == [r.get("loss") for r in full.history]
+
+
+def test_resume_of_finished_run_returns_it(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path / "run", epochs=1)
+    first = T.train(cfg, data_root=synth, verbose=False)
+    again = T.train(cfg, data_root=synth, resume=True, verbose=False)
+    assert again.history == first.history and again.best_metric == first.best_metric
+
+
+def test_resume_with_other_config_names_the_fields(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path / "run", epochs=1, steps_per_epoch=1)
+    T.train(cfg, data_root=synth, verbose=False)
+    with pytest.raises(T.CheckpointError) as err:
+        T.train(cfg.replace(lr=3e-4, hashing_dim=8), data_root=synth, resume=True, verbose=False)
+    msg = str(err.value)
+    assert "lr" in msg and "hashing_dim" in msg and "last.pt" in msg
+    assert "output_dir" not in msg.split("differing fields")[1].split("Fix")[0]
+    # fields that change no result may differ
+    T.train(
+        cfg.replace(log_every=5, num_workers=0, max_train_seconds=100.0),
+        data_root=synth,
+        resume=True,
+        verbose=False,
+    )
+
+
+def test_existing_run_needs_resume_or_overwrite(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path / "run", epochs=1, steps_per_epoch=1)
+    T.train(cfg, data_root=synth, verbose=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        T.train(cfg, data_root=synth, verbose=False)
+    T.train(cfg, data_root=synth, overwrite=True, verbose=False)
+
+
+def test_nan_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(
+    synth: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from dsn_lab import losses
+
+    calls = {"n": 0}
+    real = losses.SupConLoss.forward
+
+    def flaky(self, features, labels):
+        calls["n"] += 1
+        value = real(self, features, labels)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(losses.SupConLoss, "forward", flaky)
+    cfg = _cfg(tmp_path / "run")
+    with pytest.raises(T.TrainingDivergedError) as err:
+        T.train(cfg, data_root=synth, verbose=False)
+    msg = str(err.value)
+    assert "'contrastive'" in msg and "nan" in msg and "last.pt" in msg
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["position"]["batches_seen"] == 2  # the update of the bad batch was never applied
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["kind"] == "diverged" and history[-1]["terms"] == "contrastive"
+
+
+def test_fault_injection_env_hook(synth: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(T.FAULT_ENV, "memory@2")
+    with pytest.raises(T.TrainingDivergedError, match="'memory'"):
+        T.train(_cfg(tmp_path / "run"), data_root=synth, verbose=False)
+
+
+def test_refuses_foreign_and_truncated_checkpoints(synth: Path, tmp_path: Path) -> None:
+    class NotOurs:
+        def __reduce__(self):
+            return (print, ("this ran code",))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"format": T.CHECKPOINT_FORMAT, "x": NotOurs()}))
+    with pytest.raises(T.CheckpointError, match="weights_only"):
+        T.load_checkpoint(bad)
+    res = T.train(_cfg(tmp_path / "run", epochs=1, steps_per_epoch=1), data_root=synth, verbose=False)
+    data = res.final_checkpoint.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(T.CheckpointError, match="truncated or corrupted"):
+        T.load_checkpoint(cut)
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(T.CheckpointError, match="not a dsn_lab checkpoint"):
+        T.load_checkpoint(plain)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        T.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_time_budget_stops_and_checkpoints_mid_epoch(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path / "run", epochs=3, max_train_seconds=1e-3, lr_schedule="cosine")
+    res = T.train(cfg, data_root=synth, verbose=False)
+    assert res.stopped == "time budget"
+    ckpt = torch.load(res.final_checkpoint, weights_only=True)
+    assert (ckpt["position"]["epoch"], ckpt["position"]["batch"]) == (0, 1)
+    assert [r["kind"] for r in res.history] == ["step", "epoch"]  # validated before stopping
+    assert res.best_checkpoint is not None
+
+
+def test_selection_accuracy_uses_held_out_training_sketches(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path / "run",
+        epochs=1,
+        steps_per_epoch=2,
+        selection="accuracy",
+        val_fraction=0.34,
+        sketches_per_batch=4,
+    )
+    res = T.train(cfg, data_root=synth, verbose=False)
+    row = [r for r in res.history if r["kind"] == "epoch"][0]
+    assert res.selection == "val_acc" and 0.0 <= row["val_acc"] <= 1.0
+    assert 0.0 <= row["val_paired_map"] <= 1.0 and res.best_metric == row["val_acc"]
+
+
+def test_grad_accumulation_counts_optimizer_steps(synth: Path, tmp_path: Path) -> None:
+    res = T.train(
+        _cfg(tmp_path / "run", epochs=1, steps_per_epoch=3, grad_accum_steps=2),
+        data_root=synth,
+        verbose=False,
+    )
+    ckpt = torch.load(res.final_checkpoint, weights_only=True)
+    assert ckpt["position"]["opt_step"] == 2 and ckpt["position"]["batches_seen"] == 3
+
+
+def test_lr_factor_schedules() -> None:
+    cfg = get_preset("cpu-quick", epochs=20, lr_schedule="exp", lr_decay=1e-3)
+    assert T.lr_factor(cfg, 0, 0, 100) == 1.0
+    assert T.lr_factor(cfg, 10, 50, 100) == pytest.approx(1e-3**0.5)
+    cos = cfg.replace(lr_schedule="cosine")
+    assert T.lr_factor(cos, 0, 0, 100) == 1.0
+    assert T.lr_factor(cos, 0, 50, 100) == pytest.approx(0.5)
+    assert T.lr_factor(cos, 0, 100, 100) == pytest.approx(0.0)
+    timed = cos.replace(max_train_seconds=10.0)  # progress: the larger of steps and time used
+    assert T.lr_factor(timed, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        T.lr_factor(cfg.replace(lr_schedule="step"), 0, 0, 1)
+
+
+def test_load_trained_model_matches_checkpoint(synth: Path, tmp_path: Path) -> None:
+    res = T.train(_cfg(tmp_path / "run", epochs=1, steps_per_epoch=1), data_root=synth, verbose=False)
+    model, cfg, ckpt = T.load_trained_model(res.final_checkpoint)
+    assert not model.training and cfg.hashing_dim == 16 and ckpt["classes"] == res.classes
+    assert _state_equal(model.state_dict(), ckpt["model"])

@@ -1,0 +1,217 @@
+"""End to end: Voila (and JupyterLab) serve tests/e2e/explorer_app.ipynb, headless Chromium uses the explorer.
+
+Checks that the page renders the result grid, that choosing another test sketch redraws it, that the code
+toggle works, that a drawing made with the mouse on the canvas becomes the query, that an empty drawing gives
+a message, and writes screenshots (``explorer.png``, ``explorer_drawing.png`` in tmp_path). Skips, saying why,
+only where Playwright or a Chromium cannot be had.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+APP = Path(__file__).resolve().parent / "e2e" / "explorer_app.ipynb"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("DSN_LAB_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"):
+        if name and (path := shutil.which(name) or (name if os.path.isfile(name) else None)):
+            return path
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    """Wait until voila listens (the page itself is fetched by the browser: it runs the notebook)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voila exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"voila did not listen on port {port} within {timeout:.0f} s:\n"
+                       + log.read_text()[-3000:])
+
+
+def _launch(pw):
+    """Debian's chromium (or $DSN_LAB_CHROMIUM); else a browser installed by `playwright install chromium`."""
+    chromium = _chromium()
+    try:
+        if chromium is not None:
+            return pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        return pw.chromium.launch(args=CHROMIUM_ARGS, headless=True)
+    except Exception as exc:  # a missing, broken or sandbox-less Chromium is "no browser", not a failure
+        pytest.skip(
+            f"no usable Chromium ({chromium or 'none on PATH, none from playwright install'}: "
+            f"{str(exc).strip().splitlines()[0][:200]}). Fix: apt-get install chromium (make sysdeps), "
+            "or set DSN_LAB_CHROMIUM=/path/to/chromium."
+        )
+
+
+@contextmanager
+def _server(cmd: list[str], port: int, tmp_path: Path) -> Iterator[Path]:
+    """Run a Jupyter server command (its log in tmp_path), stopped at the end whatever happens."""
+    log = tmp_path / "server.log"
+    env = dict(os.environ, DSN_E2E_DIR=str(tmp_path / "app"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        _wait_port(port, proc, 30, log)
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_for_grid(page, log: Path, console: list[str], tmp_path: Path) -> None:
+    try:
+        page.wait_for_selector(".dsn-grid .dsn-tile", timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+        raise AssertionError(
+            "the explorer grid never appeared.\nserver log:\n" + log.read_text()[-3000:]
+            + "\nconsole:\n" + "\n".join(console[-30:])
+        ) from None
+
+
+def _exercise(page, tmp_path: Path) -> None:
+    """What a user does: another sketch, binary codes, a drawing, an empty drawing. Screenshots on the way."""
+    grid = page.locator(".dsn-grid")
+    assert page.locator(".dsn-grid .dsn-panel").count() == 2  # baseline and DSN side by side
+    assert page.locator(".dsn-grid .dsn-tile").count() == 12  # k = 6 each
+    first_title = grid.locator("b").first.inner_text()
+    assert first_title.startswith("test sketch:")
+
+    # choose another test sketch in the dropdown: the grid is redrawn for it
+    select = page.locator(".dsn-query select")
+    # ipywidgets shows option labels with non-breaking spaces
+    options = [t.replace("\xa0", " ") for t in select.locator("option").all_inner_texts()]
+    assert len(options) == 12  # 4 unseen classes x 3 sketches
+    select.select_option(index=7)
+    page.wait_for_function(
+        "t => document.querySelector('.dsn-grid b').innerText !== t", arg=first_title, timeout=20_000
+    )
+    assert grid.locator("b").first.inner_text() == f"test sketch: {options[7]}"
+    assert grid.locator(".dsn-query-class").inner_text() == options[7].split(" / ")[0]
+    marks = page.locator(".dsn-grid .dsn-tile").evaluate_all("els => els.map(e => e.dataset.correct)")
+    assert len(marks) == 12 and set(marks) <= {"0", "1"} and "1" in marks  # 3 photos of its class, k = 6
+    grid.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+
+    # the code toggle goes through the kernel too
+    page.locator(".dsn-codes button", has_text="binary").click()
+    page.wait_for_function("() => document.querySelector('.dsn-grid').innerText.includes('Hamming')",
+                           timeout=20_000)
+
+    # draw on the canvas with the mouse: the drawing becomes the query
+    canvas = page.locator(".dsn-pad canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + 40, box["y"] + 40
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 12):
+        page.mouse.move(x0 + 12 * step, y0 + 8 * step * (1 if step < 6 else -1) + 60)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => document.querySelector('.dsn-grid b').innerText === 'your drawing'", timeout=20_000
+    )
+    assert page.locator(".dsn-grid .dsn-tile").count() == 12
+
+    # "clear drawing", then "search my drawing": a message, not a traceback
+    page.locator(".dsn-pad .dsn-clear").click()
+    page.locator(".dsn-draw-search").click()
+    page.wait_for_function(
+        "() => document.querySelector('.dsn-message').innerText.includes('drawing is empty')",
+        timeout=20_000,
+    )
+    page.screenshot(path=str(tmp_path / "explorer_drawing.png"), full_page=True)
+    assert "Traceback" not in page.inner_text("body")
+    for shot in (tmp_path / "explorer.png", tmp_path / "explorer_drawing.png"):
+        assert shot.is_file() and shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+
+
+def test_explorer_in_voila(tmp_path):
+    pytest.importorskip("voila", reason="voila is not installed (pip install -e '.[dev]')")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "voila", str(APP), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1",
+           "--VoilaConfiguration.show_tracebacks=True"]
+    console: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = _launch(pw)
+        try:
+            with _server(cmd, port, tmp_path) as log:
+                page = browser.new_page(viewport={"width": 1200, "height": 1100})
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.goto(f"http://127.0.0.1:{port}/", timeout=30_000)
+                _wait_for_grid(page, log, console, tmp_path)
+                _exercise(page, tmp_path)
+        finally:
+            browser.close()
+
+
+def test_explorer_in_jupyterlab(tmp_path):
+    """The same in JupyterLab: open a copy of the app notebook, run its cells with Shift+Enter."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    nb_dir = tmp_path / "lab"
+    nb_dir.mkdir()
+    shutil.copy(APP, nb_dir / APP.name)  # JupyterLab saves into the notebook: never the repository's copy
+    port = _free_port()
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--port={port}", "--no-browser",
+           "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
+           f"--ServerApp.root_dir={nb_dir}", "--allow-root",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    console: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = _launch(pw)
+        try:
+            with _server(cmd, port, tmp_path) as log:
+                page = browser.new_page(viewport={"width": 1300, "height": 1200})
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/{APP.name}", timeout=60_000)
+                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+                page.locator(".jp-Notebook .jp-Cell").first.click()
+                page.keyboard.press("Escape")
+                for _ in range(2):  # the markdown cell, then the code cell
+                    page.keyboard.press("Shift+Enter")
+                    time.sleep(0.3)
+                _wait_for_grid(page, log, console, tmp_path)
+                _exercise(page, tmp_path)
+        finally:
+            browser.close()
