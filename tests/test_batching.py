@@ -130,3 +130,91 @@ def test_transforms_match_release():
     assert jitter.hue == (-0.1, 0.1)
     assert tuple(norm.mean) == IMAGENET_MEAN and tuple(norm.std) == IMAGENET_STD
     assert next(t for t in eval_transform(224).transforms if isinstance(t, T.Resize)).size == (224, 224)
+
+
+# ---- class-aligned sampling ---------------------------------------------------------------------------
+def _aligned(sketches, photos, s=3, p=7, **kw):
+    kw.setdefault("image_size", 32)
+    kw.setdefault("seed", 0)
+    return PairedLoader(sketches, photos, s, p, batch_sampler="class_aligned", **kw)
+
+
+def _check_aligned(b, s, p):
+    sl, pl = b["sketch_label"].tolist(), b["photo_label"].tolist()
+    assert len(sl) == s and len(pl) == p
+    assert len(set(sl)) == s, "the concepts of one step must be distinct"
+    assert set(sl) == set(pl), "each sketch concept has photos in its batch, and no photo is of another one"
+    counts = sorted((pl.count(c) for c in set(sl)), reverse=True)
+    per, extra = divmod(p, s)
+    assert counts == [per + 1] * extra + [per] * (s - extra)
+
+
+def test_class_aligned_composition_and_epoch(pair):
+    sketches, photos = pair  # 6 concepts, 3 sketches and 3 photos each
+    loader = _aligned(sketches, photos, 3, 7)
+    assert len(loader) == 6 // 3  # one epoch = each concept once
+    for epoch in range(3):
+        batches = _batches(loader, epoch)
+        assert len(batches) == 2
+        for b in batches:
+            _check_aligned(b, 3, 7)
+            assert b["sketch"].shape == (3, 3, 32, 32) and b["photo"].shape == (7, 3, 32, 32)
+            assert len(b["photo_views"]) == 2 and b["photo_views"][0].shape == (7, 3, 32, 32)
+        covered = sorted(torch.cat([b["sketch_label"] for b in batches]).tolist())
+        assert covered == list(range(6)), "an epoch visits every concept once"
+
+
+def test_class_aligned_samples_with_replacement_when_a_concept_is_short(pair):
+    sketches, photos = pair
+    loader = _aligned(sketches, photos, 2, 10, steps_per_epoch=7)  # 5 photos per concept, 3 available
+    batches = _batches(loader)
+    assert len(batches) == 7
+    for b in batches:
+        _check_aligned(b, 2, 10)
+
+
+def test_class_aligned_images_carry_their_labels(pair):
+    sketches, photos = pair
+    plain = eval_transform(32)
+    loader = _aligned(sketches, photos, 3, 6, base_affine=False, seed=5)
+    for ds, key in ((sketches, "sketch"), (photos, "photo")):
+        refs = torch.stack([plain(ds.load_image(i)[0]) for i in range(len(ds))])
+        for b in _batches(loader):
+            for img, label in zip(b[key], b[f"{key}_label"]):
+                hits = [i for i in range(len(ds)) if torch.equal(refs[i], img)]
+                assert hits and all(ds.samples[i][1] == int(label) for i in hits)
+
+
+def test_class_aligned_deterministic(pair):
+    sketches, photos = pair
+    a = _batches(_aligned(sketches, photos, seed=7), epoch=1)
+    b = _batches(_aligned(sketches, photos, seed=7, num_workers=2), epoch=1)
+    assert _same(a, b)
+    c = _batches(_aligned(sketches, photos, seed=7), epoch=2)
+    d = _batches(_aligned(sketches, photos, seed=8), epoch=1)
+    assert not _same(a, c) and not _same(a, d)
+    # the random sampler with the same sizes is a different schedule
+    assert not _same(a, _batches(PairedLoader(sketches, photos, 3, 7, image_size=32, seed=7), epoch=1))
+
+
+def test_class_aligned_subset_and_errors(pair):
+    sketches, photos = pair
+    sub = torch.utils.data.Subset(sketches, [i for i, (_, c) in enumerate(sketches.samples) if c < 4])
+    loader = _aligned(sub, photos, 2, 4, steps_per_epoch=4)
+    for b in _batches(loader):
+        _check_aligned(b, 2, 4)
+        assert max(b["sketch_label"].tolist()) < 4  # only concepts that have a sketch
+    with pytest.raises(ValueError, match="concepts"):
+        _aligned(sub, photos, 5, 10)
+    with pytest.raises(ValueError, match="batch_sampler"):
+        PairedLoader(sketches, photos, 3, 6, batch_sampler="balanced")
+
+
+def test_config_batch_sampler_wiring(pair):
+    sketches, photos = pair
+    assert get_preset("sketchy-s1-paper").batch_sampler == "random"  # the released sampling by default
+    assert get_preset("emoji-demo").batch_sampler == "class_aligned"
+    cfg = get_preset("cpu-quick", image_size=32, batch_sampler="class_aligned", sketches_per_batch=3)
+    loader = paired_loader_from_config(cfg, sketches, photos)
+    assert loader.batch_sampler == "class_aligned" and len(loader) == cfg.steps_per_epoch
+    _check_aligned(next(iter(loader)), 3, cfg.photos_per_batch)

@@ -76,7 +76,8 @@ def test_callbacks_go_into_history_in_eval_mode(synth: Path, tmp_path: Path) -> 
     assert [r["probe"] for r in res.history if r["kind"] == "epoch"] == [10.0, 20.0]
 
 
-def test_resume_reproduces_uninterrupted_run(synth: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("sampler", ["random", "class_aligned"])
+def test_resume_reproduces_uninterrupted_run(synth: Path, tmp_path: Path, monkeypatch, sampler: str) -> None:
     copies: list[Path] = []
     real_save = T.save_checkpoint
 
@@ -90,7 +91,7 @@ def test_resume_reproduces_uninterrupted_run(synth: Path, tmp_path: Path, monkey
         return written
 
     monkeypatch.setattr(T, "save_checkpoint", spy)
-    cfg = _cfg(tmp_path / "full")
+    cfg = _cfg(tmp_path / "full", batch_sampler=sampler)
     full = T.train(cfg, data_root=synth, verbose=False)
     monkeypatch.setattr(T, "save_checkpoint", real_save)
     end = torch.load(full.final_checkpoint, weights_only=True)
