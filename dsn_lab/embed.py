@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -262,15 +261,10 @@ def _read_entry(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _write_entry(path: Path, key: str, feats: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(key), feats=feats, labels=labels, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from dsn_lab._atomic import atomic_path
+
+    with atomic_path(path, prefix=f".{path.stem}-", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, key=np.array(key), feats=feats, labels=labels, meta=np.array(json.dumps(meta)))
 
 
 def extract_features(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,17 +107,10 @@ def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int | None = None) ->
     fmt = path.suffix.lstrip(".").lower()
     if not fmt:
         raise ValueError(f"save_to={str(path)!r} has no suffix: add .png, .pdf or .svg to choose the format")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{fmt}.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with style_context():
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from dsn_lab._atomic import atomic_path
+
+    with atomic_path(path, prefix=f".{path.stem}.", suffix=f".{fmt}.tmp") as tmp, style_context():
+        fig.savefig(tmp, format=fmt, dpi=dpi)
     return path
 
 
@@ -382,7 +374,9 @@ def plot_gap_bars(
     long = _bars_frame(table)
     available = list(dict.fromkeys(long["measure"]))
     if measures is None:
-        measures = [m for m in _DEFAULT_GAP_MEASURES if m in available] or available
+        # a measure that is undefined everywhere (sketch dispersion with one sketch per class) gets no panel
+        defined = set(long.loc[np.isfinite(long["value"].astype(float)), "measure"])
+        measures = [m for m in _DEFAULT_GAP_MEASURES if m in defined] or available
     missing = [m for m in measures if m not in available]
     if missing:
         raise KeyError(f"plot_gap_bars: measures {missing} not in the table (has {available})")

@@ -460,13 +460,8 @@ def cid_mask_for(
         except (OSError, ValueError):
             pass  # unreadable cache file: recompute and overwrite
     mask = cid_mask(class_names, synsets=table, imagenet=imagenet, cache_dir=cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cid_mask-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, mask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from dsn_lab._atomic import atomic_path
+
+    with atomic_path(path, prefix=".cid_mask-", suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, mask)
     return mask

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsn_lab._atomic import atomic_write_bytes
 from dsn_lab.config import DSNConfig
 
 CHECKPOINT_FORMAT = "dsn_lab.checkpoint"
@@ -122,17 +122,7 @@ def _fmt_seconds(s: float) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data, suffix="")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
