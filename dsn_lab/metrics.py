@@ -87,7 +87,9 @@ def _check_feats(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: empty (0 rows); retrieval needs at least one query and one gallery item")
     if t.shape[1] == 0:
         raise ValueError(f"{name}: features have dimension 0")
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    # a sum is finite whenever every entry is (one fast reduction); only when it is not (a NaN/inf, or an
+    # overflow of large finite values) is the elementwise check needed
+    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         raise ValueError(f"{name}: {bad} row(s) contain NaN or inf; check the feature extraction (e.g. a "
                          "diverged model or a zero vector L2-normalised) before evaluating")
@@ -228,7 +230,7 @@ def _prepare(q: torch.Tensor, g: torch.Tensor, distance: str, dtype: torch.dtype
             raise ValueError("distance='cosine': a feature vector is all zeros, its cosine is undefined")
         return q / qn, g / gn, None, dtype
     if distance == "euclidean":
-        return q, g, (g * g).sum(1), dtype
+        return q, g, torch.einsum("ij,ij->i", g, g), dtype  # sum of squares without a [G, D] temporary
     raise ValueError(f"distance must be 'euclidean', 'cosine' or 'hamming', got {distance!r}")
 
 

@@ -32,8 +32,6 @@ import binascii
 import hashlib
 import html
 import io
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -195,11 +193,9 @@ class Thumbnails:
         else:
             uri = self.encode(self.loader(index))
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(base64.b64decode(uri.split(",", 1)[1]))
-                os.replace(tmp, path)
+                from dsn_lab._atomic import atomic_write_bytes
+
+                atomic_write_bytes(path, base64.b64decode(uri.split(",", 1)[1]), fsync=False)
         self._uris[index] = uri
         return uri
 
@@ -270,7 +266,7 @@ class FeatureSet:
     itq_bits: int | None = None
     itq_seed: int = 0
     _itq: Any = field(default=None, repr=False)
-    _codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _codes: dict[str, Any] = field(default_factory=dict, repr=False)
     _ap: dict[tuple[str, int], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -299,6 +295,19 @@ class FeatureSet:
         if "gallery" not in self._codes:
             self._codes["gallery"] = np.ascontiguousarray(self.itq.encode(self.gallery), dtype=np.float32)
         return self._codes["gallery"]
+
+    def ranking_gallery(self, binary: bool) -> Any:
+        """The gallery as the ranking engine works on it (float64 for real codes), converted once.
+
+        Handing ``rank_gallery`` / ``evaluate_retrieval`` the float32 array would make every query convert
+        the whole gallery again (17,101 x 512 floats: most of a 512-d query's time)."""
+        import torch
+
+        key = "rank-binary" if binary else "rank-real"
+        if key not in self._codes:
+            codes = self.gallery_codes(binary)
+            self._codes[key] = torch.from_numpy(codes) if binary else torch.from_numpy(codes).double()
+        return self._codes[key]
 
     def query_codes(self, binary: bool) -> np.ndarray:
         if self.queries is None:
@@ -468,7 +477,8 @@ class Explorer:
         key = ("binary" if binary else "real", int(query_index))
         if key not in fs._ap:
             q = fs.query_codes(binary)[int(query_index) : int(query_index) + 1]
-            fs._ap[key] = self.ap_of(q, int(self.query_labels[query_index]), fs.gallery_codes(binary), binary)
+            label = int(self.query_labels[query_index])
+            fs._ap[key] = self.ap_of(q, label, fs.ranking_gallery(binary), binary)
         return fs._ap[key]
 
     def ap_of(self, query: np.ndarray, label: int, gallery: np.ndarray, binary: bool) -> float:
@@ -503,7 +513,7 @@ class Explorer:
         k = max(1, min(int(k), len(self.gallery_labels)))
         t0 = time.perf_counter()
         with _torch_threads(self.threads):  # also covers the ITQ fit on first use of binary codes
-            gallery = fs.gallery_codes(binary)
+            gallery = fs.ranking_gallery(binary)
             if query_index is not None:
                 query_index = int(query_index)
                 q = fs.query_codes(binary)[query_index : query_index + 1]

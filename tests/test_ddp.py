@@ -107,4 +107,5 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     assert den > 0 and rel < 1e-3, f"relative difference of the weight updates {rel:.4f}"
     # the memory bank is filled from all ranks: the same bank as one process
     assert torch.equal(one["memory"]["fill"], two["memory"]["fill"])
-    torch.testing.assert_close(one["memory"]["memory"], two["memory"]["memory"], rtol=1e-4, atol=1e-5)
+    # bank entries are features of the two runs' models, whose updates agree to 1e-3 (above): same tolerance
+    torch.testing.assert_close(one["memory"]["memory"], two["memory"]["memory"], rtol=1e-3, atol=1e-4)
