@@ -29,7 +29,7 @@ demo-quick: install
 	$(PY) -m dsn_lab demo --quick
 
 test: install sysdeps
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -ra --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" -ra $(PYTEST_ARGS)

@@ -7,7 +7,9 @@ cid_mask + SupCon on the two augmented views' L2-normalised codes + memory loss)
 Paper batch: S = 32, P = 64. Random weights (``pretrained=False``): speed does not depend on the values,
 and CSE-ResNet50's ImageNet weights need the hub. The teacher has the backbone's architecture.
 
-    python benchmarks/bench_method.py                       # CPU, paper batch, 64 and 224 px (slow!)
+    python benchmarks/bench_method.py                       # paper batch, 64 and 224 px (224 px: a GPU;
+                                                            # on a 24 GiB CPU CSE-ResNet50 runs out of memory)
+    python benchmarks/bench_method.py --sizes 224 --sketches 8 --photos 16   # 224 px on the CPU
     python benchmarks/bench_method.py --quick               # tiny batch, one timed step: checks that it runs
     python benchmarks/bench_method.py --backbones resnet18 --sizes 64 --device cuda
 

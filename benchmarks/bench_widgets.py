@@ -157,9 +157,8 @@ def main() -> None:
 
     # query encoding (excluded from the budget): a drawn or uploaded image through a small model
     try:
-        from dsn_lab.model import build_model
-
         from dsn_lab.config import get_preset
+        from dsn_lab.model import build_model
     except ImportError as exc:
         print(f"\nencoding not timed: {exc}")
         return

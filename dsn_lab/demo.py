@@ -7,6 +7,13 @@ Three rows for the unseen concepts, because each answers a different question:
    features -- how much a head alone recovers (about twice the frozen score on this benchmark);
 3. **DSN** (:func:`dsn_lab.train.train`, backbone trained): what training the backbone with DSN's losses adds.
 
+With ``baseline=True`` (``--baseline``) a fourth row trains SAKE's objective (CE + KD, no contrastive and no
+memory term) under the same budget, so the table shows what DSN's two terms add over its parent.
+
+The demo also measures the domain gap (:func:`dsn_lab.analysis.domain_gap`) on the unseen concepts' codes
+before training (the untrained model: ImageNet backbone, SVD-initialised hashing layer) and after, for DSN
+and the baseline, and draws it as ``demo_domain_gap.png``.
+
 Model selection (the head's step, DSN's epoch) uses the held-out *training* concepts (EmojiSketch "val");
 the unseen concepts are only scored, never used to choose anything.
 """
@@ -92,11 +99,39 @@ def _loss_summary(history: list[dict[str, Any]]) -> dict[str, float]:
     return {k[5:]: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
+GAP_MEASURES = ("domain_classifier_acc", "mmd", "centroid_distance", "cross_domain_nn_agreement")
+
+
+def _gap(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> dict[str, float]:
+    from dsn_lab.analysis import domain_gap
+
+    return domain_gap(q, ql, g, gl, seed=0, n_permutations=100)
+
+
+def _gap_table(gap: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Domain gap on the unseen concepts: before training, then after for each trained method."""
+    head = f"{'domain gap (unseen concepts)':<40}" + "".join(
+        f"{m:>14}" for m in ("clf acc", "MMD^2", "centroid d", "NN agree")
+    )
+    cols = [("before training", next(iter(gap.values()))["before"])] + [
+        (f"after: {name}", v["after"]) for name, v in gap.items()
+    ]
+    out = [head, "-" * len(head)]
+    for name, g in cols:
+        out.append(f"{name:<40}" + "".join(f"{g[m]:>14.3f}" for m in GAP_MEASURES))
+    out.append(
+        "(domain classifier accuracy 0.5 and MMD^2 0 = no gap; NN agree = sketches whose nearest photo "
+        "has their concept)"
+    )
+    return "\n".join(out)
+
+
 def _table(rows: dict[str, dict[str, float]], title: str) -> str:
-    head = f"{'unseen concepts':<40}" + "".join(f"{m:>9}" for m in METRICS)
+    width = max(40, max(len(name) for name in rows) + 2)
+    head = f"{'unseen concepts':<{width}}" + "".join(f"{m:>9}" for m in METRICS)
     out = [title, head, "-" * len(head)]
     for name, vals in rows.items():
-        out.append(f"{name:<40}" + "".join(f"{vals[m]:>9.3f}" for m in METRICS))
+        out.append(f"{name:<{width}}" + "".join(f"{vals[m]:>9.3f}" for m in METRICS))
     return "\n".join(out)
 
 
@@ -108,12 +143,14 @@ def run_demo(
     output_dir: str | os.PathLike[str] | None = None,
     seconds: float | None = None,
     overrides: dict[str, Any] | None = None,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
 
-    ``quick``: the "emoji-quick" preset (CI, about 2 minutes); else "emoji-demo" (about 10 minutes on a
-    2-core CPU from a warm cache). ``seconds`` overrides the DSN training budget. ``figures_dir=None``
-    skips the figures.
+    ``quick``: the "emoji-quick" preset (CI, about 2 minutes); else "emoji-demo" (under 10 minutes on a
+    2-core CPU from a warm cache). ``seconds`` overrides the DSN training budget. ``baseline``: also train
+    the CE + KD baseline with the same budget (doubles the training time). ``figures_dir=None`` skips the
+    figures.
     """
     from dsn_lab.config import get_preset
     from dsn_lab.data import get_dataset
@@ -188,6 +225,13 @@ def run_demo(
     zg, zgl = feats[("zero", "photo")]
     rows: dict[str, dict[str, float]] = {}
     rows["frozen ImageNet features"] = _eval(zq, zql, zg, zgl)
+    # the gap "before": codes of the untrained model (what DSN starts from), not cached (seconds)
+    ckw = dict(batch_size=64, device=device, image_size=cfg.image_size, output="code")
+    gap: dict[str, dict[str, dict[str, float]]] = {}
+    before_gap = _gap(
+        *extract_features(frozen, ds[("zero", "sketch")], domain=0, **ckw),
+        *extract_features(frozen, ds[("zero", "photo")], domain=1, **ckw),
+    )
     timings["frozen"] = time.perf_counter() - t
     _say(
         f"[demo] frozen ImageNet features: mAP@all {rows['frozen ImageNet features']['mAP@all']:.3f} "
@@ -225,15 +269,33 @@ def run_demo(
     t = time.perf_counter()
     ckpt_path = result.best_checkpoint or result.final_checkpoint
     model, _, ckpt = load_trained_model(ckpt_path, device)
-    ekw = dict(batch_size=64, device=device, image_size=cfg.image_size, output="code")
-    dq, dql = extract_features(model, ds[("zero", "sketch")], domain=0, **ekw)
-    dg, dgl = extract_features(model, ds[("zero", "photo")], domain=1, **ekw)
+    dq, dql = extract_features(model, ds[("zero", "sketch")], domain=0, **ckw)
+    dg, dgl = extract_features(model, ds[("zero", "photo")], domain=1, **ckw)
     best_epoch = result.best_epoch
-    rows[f"DSN, backbone trained (epoch {best_epoch})"] = _eval(dq, dql, dg, dgl)
+    dsn_row = f"DSN, backbone trained (epoch {best_epoch})"
+    rows[dsn_row] = _eval(dq, dql, dg, dgl)
+    gap["DSN"] = {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}
     timings["dsn_eval"] = time.perf_counter() - t
     losses = _loss_summary(result.history)
 
-    ratio = rows[list(rows)[-1]]["mAP@all"] / max(rows["frozen ImageNet features"]["mAP@all"], 1e-9)
+    baseline_info: dict[str, Any] | None = None
+    if baseline:
+        t = time.perf_counter()
+        bcfg = cfg.replace(
+            use_contrastive=False, use_memory=False, output_dir=str(Path(cfg.output_dir) / "baseline")
+        )
+        _say("[demo] training the baseline: CE + KD (SAKE's objective), same budget")
+        bres = train(bcfg, data_root=root, device=device, overwrite=True)
+        bmodel = load_trained_model(bres.best_checkpoint or bres.final_checkpoint, device)[0]
+        bq, bql = extract_features(bmodel, ds[("zero", "sketch")], domain=0, **ckw)
+        bg, bgl = extract_features(bmodel, ds[("zero", "photo")], domain=1, **ckw)
+        rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _eval(bq, bql, bg, bgl)
+        gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(bq, bql, bg, bgl)}
+        rows[dsn_row] = rows.pop(dsn_row)  # DSN stays the last row
+        baseline_info = {"best": bres.best_metric, "epoch": bres.best_epoch, "history": bres.history}
+        timings["baseline"] = time.perf_counter() - t
+
+    ratio = rows[dsn_row]["mAP@all"] / max(rows["frozen ImageNet features"]["mAP@all"], 1e-9)
     table = _table(
         rows,
         f"EmojiSketch, {len(zero_classes)} unseen concepts: {len(dql)} sketches query "
@@ -241,14 +303,18 @@ def run_demo(
     )
     _say("")
     _say(table)
+    epochs_done = [r for r in result.history if r.get("kind") == "epoch"]
+    steps_done = int(epochs_done[-1]["step"]) if epochs_done else 0
     _say(
         f"DSN / frozen mAP@all: {ratio:.2f}x. Model selection: val concepts only "
-        f"(best {result.selection} {result.best_metric:.3f})."
+        f"(best {result.selection} {result.best_metric:.3f} at epoch {best_epoch}; "
+        f"{steps_done} optimiser steps, {cfg.batch_sampler} batches)."
     )
     _say(
         "DSN loss terms, mean over the last epoch (unweighted): "
         + ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
     )
+    _say(_gap_table(gap))
 
     # figures ---------------------------------------------------------------------------------------------
     figures: dict[str, str] = {}
@@ -257,6 +323,10 @@ def run_demo(
         figures = _figures(
             Path(figures_dir), result.history, ds, (zq, zql, zg, zgl), (dq, dql, dg, dgl), zero_classes, quick
         )
+        from dsn_lab import plots
+
+        plots.plot_gap_bars(gap, save_to=Path(figures_dir) / "demo_domain_gap.png")
+        figures["domain_gap"] = str(Path(figures_dir) / "demo_domain_gap.png")
         timings["figures"] = time.perf_counter() - t
         _say(
             f"[demo] figures written to {Path(figures_dir).resolve()}: "
@@ -269,11 +339,14 @@ def run_demo(
         "rows": rows,
         "dsn_over_frozen": ratio,
         "losses_last_epoch": losses,
+        "domain_gap": gap,
+        "baseline": baseline_info,
         "selection": {"metric": result.selection, "best": result.best_metric, "epoch": best_epoch},
         "head": head_info,
         "checkpoint": str(ckpt_path),
         "stopped": result.stopped,
         "epoch_reached": ckpt.get("position", {}).get("epoch"),
+        "optimizer_steps": steps_done,
         "figures": figures,
         "timings_s": timings,
         "threads": torch.get_num_threads(),

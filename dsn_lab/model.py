@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -543,6 +544,18 @@ class DSNModel(nn.Module):
     ``forward(images, domain) -> DSNOutput``; ``domain`` is 0 (sketch) / 1 (photo) as an int or a tensor
     [N] / [N, 1]. Submodules: ``backbone`` (the trunk; the training loop gives it its own lr group),
     ``hashing``, ``classifier`` (on the hashing code, as released), ``kd_head``.
+
+    Two options for small CPU runs, both off by default (the released behaviour):
+
+    - ``freeze_bn=True`` keeps every BatchNorm of the backbone in eval mode in ``.train()``: the ImageNet
+      running statistics are used and never updated (the affine weights still train). With small,
+      class-aligned batches (EmojiSketch: 48 images of 16 concepts) batch statistics are a poor estimate and
+      the running averages drift away from what the eval-mode features were trained with.
+    - ``classifier_scale=s`` makes the classifier a cosine classifier, ``s * cos(code, w_c)`` (no bias),
+      so that CE shapes the same L2-normalised geometry that retrieval ranks; ``None`` is the released
+      ``nn.Linear`` on the raw code.
+
+    The measurements behind the CPU presets' choice are in ``config.py``.
     """
 
     def __init__(
@@ -552,11 +565,19 @@ class DSNModel(nn.Module):
         hashing_dim: int,
         num_classes: int,
         backbone_name: str = "custom",
+        freeze_bn: bool = False,
+        classifier_scale: float | None = None,
     ) -> None:
         super().__init__()
+        if classifier_scale is not None and not classifier_scale > 0:
+            raise ValueError(
+                f"classifier_scale must be > 0 (or None for a linear classifier), got {classifier_scale}"
+            )
+        self.freeze_bn = freeze_bn
+        self.classifier_scale = classifier_scale
         self.backbone = backbone
         self.hashing = nn.Linear(feature_dim, hashing_dim)
-        self.classifier = nn.Linear(hashing_dim, num_classes)
+        self.classifier = nn.Linear(hashing_dim, num_classes, bias=classifier_scale is None)
         self.kd_head = nn.Linear(hashing_dim, IMAGENET_CLASSES)
         self.feature_dim = feature_dim
         self.hashing_dim = hashing_dim
@@ -566,14 +587,28 @@ class DSNModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"backbone_name={self.backbone_name!r}, feature_dim={self.feature_dim}, "
-            f"hashing_dim={self.hashing_dim}, num_classes={self.num_classes}"
+            f"hashing_dim={self.hashing_dim}, num_classes={self.num_classes}, freeze_bn={self.freeze_bn}, "
+            f"classifier_scale={self.classifier_scale}"
         )
+
+    def train(self, mode: bool = True) -> DSNModel:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, images: Tensor, domain: int | Tensor) -> DSNOutput:
         flag = domain_column(domain, images.shape[0], images)
         features = self.backbone(images, flag)
         code = self.hashing(features)
-        return DSNOutput(self.classifier(code), self.kd_head(code), code, features)
+        if self.classifier_scale is None:
+            logits = self.classifier(code)
+        else:
+            w = F.normalize(self.classifier.weight, dim=1)
+            logits = self.classifier_scale * F.linear(F.normalize(code, dim=1), w)
+        return DSNOutput(logits, self.kd_head(code), code, features)
 
 
 def _make_dsn(
@@ -583,11 +618,15 @@ def _make_dsn(
     pretrained: bool,
     weights_path: str | Path | None = None,
     faithful: bool = False,
+    freeze_bn: bool = False,
+    classifier_scale: float | None = None,
 ) -> DSNModel:
     if num_classes < 1 or hashing_dim < 1:
         raise ValueError(f"num_classes ({num_classes}) and hashing_dim ({hashing_dim}) must be >= 1.")
     trunk, fc_w, fc_b = build_backbone(backbone_name, pretrained, weights_path)
-    model = DSNModel(trunk, trunk.feature_dim, hashing_dim, num_classes, backbone_name)
+    model = DSNModel(
+        trunk, trunk.feature_dim, hashing_dim, num_classes, backbone_name, freeze_bn, classifier_scale
+    )
     if fc_w is not None:
         svd_head_init(model.hashing, model.kd_head, fc_w, fc_b, released_bias=faithful)
     return model
@@ -617,6 +656,8 @@ def build_model(cfg: DSNConfig, num_classes: int) -> DSNModel:
         cfg.pretrained,
         getattr(cfg, "weights_path", None),
         bool(getattr(cfg, "faithful", False)),
+        bool(getattr(cfg, "freeze_bn", False)),
+        getattr(cfg, "classifier_scale", None),
     )
 
 

@@ -1375,14 +1375,16 @@ NB05 = [
         | run | loss | changes |
         |---|---|---|
         | SAKE baseline | CE + KD | `use_contrastive=False, use_memory=False` |
-        | + contrastive | CE + KD + 0.1·SupCon | `use_memory=False` |
+        | + contrastive | CE + KD + w·SupCon (w = 0.1 in the paper presets, 1.0 in the `emoji-*` ones) | `use_memory=False` |
         | + memory | CE + KD + 1.0·memory | `use_contrastive=False` |
         | full DSN | all four | — |
         | full DSN, faithful | as released: the memory loss has no gradient (notebook 02) | `faithful=True` |
         | full DSN, 512-d | the paper's second code size | `hashing_dim=512` |
 
         Every run uses the same preset, data and seed(s) and is scored with the default protocol (mAP@all,
-        P@100) on the unseen classes.
+        P@100) on the unseen classes. The `emoji-*` presets change three things for small CPU batches, each
+        measured on the held-out *training* concepts (see `dsn_lab/config.py`): SupCon weight 1.0, frozen
+        BatchNorm statistics and a cosine classifier (`classifier_scale=16`).
 
         **What you should see**: a results table (mean ± std over seeds when there are several) and a bar
         chart, saved to `figures/`. With `QUICK = True` every run is a few steps long: the pipeline runs end to
@@ -1679,8 +1681,8 @@ NB03 = [
         import pandas as pd
 
         hist = pd.DataFrame(result.history)
-        epochs = hist[hist["kind"] == "epoch"][["epoch", "step", "elapsed", "val_seconds"] +
-                                               [c for c in hist if c.startswith("val_") and c != "val_seconds"]]
+        epoch_cols = ["epoch", "step", "elapsed", "eval_seconds"] + [c for c in hist if c.startswith("val_")]
+        epochs = hist[hist["kind"] == "epoch"][[c for c in epoch_cols if c in hist]]
         epochs = epochs.assign(epoch_seconds=epochs["elapsed"].diff().fillna(epochs["elapsed"]))
         print(f"median time per step: {hist['time_per_step'].median():.2f} s on {DEVICE} "
               f"({cfg.sketches_per_batch} sketches + {cfg.photos_per_batch} photos, x{1 + cfg.augment_views} views, "

@@ -116,7 +116,8 @@ def test_train_then_evaluate(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
-    """The CI-sized demo: EmojiSketch (built from npm on first use), three rows, figures, results JSON."""
+    """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the domain
+    gap before/after, figures, results JSON."""
     out, figs = tmp_path / "run", tmp_path / "figures"
     proc = subprocess.run(
         [
@@ -125,6 +126,7 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
             "dsn_lab",
             "demo",
             "--quick",
+            "--baseline",
             "--output-dir",
             str(out),
             "--figures",
@@ -136,15 +138,23 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for row in ("frozen ImageNet features", "head trained on frozen features", "DSN, backbone trained"):
+    for row in ("frozen ImageNet features", "head trained on frozen features", "CE + KD baseline, backbone",
+                "DSN, backbone trained", "domain gap (unseen concepts)", "after: DSN",
+                "after: CE + KD baseline"):
         assert row in proc.stdout
     assert "figures written to" in proc.stdout
     res = json.loads((out / "demo_results.json").read_text())
-    assert len(res["rows"]) == 3
+    assert len(res["rows"]) == 4
+    assert list(res["rows"])[-1].startswith("DSN")
+    assert set(res["domain_gap"]) == {"DSN", "CE + KD baseline"}
+    for stages in res["domain_gap"].values():
+        for g in stages.values():
+            assert 0.5 <= g["domain_classifier_acc"] <= 1.0 and g["mmd"] >= -0.05
     for vals in res["rows"].values():
         assert set(vals) == {"mAP@all", "P@100", "mAP@200", "P@200"}
         assert all(0.0 <= v <= 1.0 for v in vals.values())
     assert res["rows"]["frozen ImageNet features"]["mAP@all"] > 0.05  # far above chance (about 0.02)
     assert {"ce", "kd", "contrastive", "memory"} <= set(res["losses_last_epoch"])
-    for name in ("demo_training_curves.png", "demo_retrieval_grid.png", "demo_projection.png"):
+    for name in ("demo_training_curves.png", "demo_retrieval_grid.png", "demo_projection.png",
+                 "demo_domain_gap.png"):
         assert (figs / name).stat().st_size > 10_000

@@ -270,6 +270,47 @@ def test_unknown_backbone_and_bad_sizes():
         build_model(get_preset("cpu-quick", backbone="vgg16"), 3)
     with pytest.raises(ValueError, match="num_classes"):
         build_model(get_preset("cpu-quick"), 0)
+    with pytest.raises(ValueError, match="classifier_scale"):
+        build_model(get_preset("cpu-quick", classifier_scale=0.0), 3)
+
+
+def _bn_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_bn_keeps_running_statistics(freeze):
+    torch.manual_seed(0)
+    model = build_model(get_preset("cpu-quick", freeze_bn=freeze), num_classes=3).train()
+    bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.training != freeze for m in bns)
+    assert model.training and model.hashing.training  # the rest of the model is in train mode
+    before = _bn_stats(model)
+    out = model(_images(4, 32) * 3 + 1, torch.tensor([0, 1, 0, 1]))
+    changed = [not torch.equal(a, b) for a, b in zip(before, _bn_stats(model))]
+    assert (not any(changed)) if freeze else all(changed)
+    # the affine weights still learn
+    out.logits.sum().backward()
+    assert bns[0].weight.grad is not None and bns[0].weight.grad.abs().sum() > 0
+    # eval() then train() again: frozen BN stays frozen
+    model.eval().train()
+    assert all(m.training != freeze for m in bns)
+
+
+def test_cosine_classifier_is_scaled_cosine():
+    torch.manual_seed(0)
+    model = build_model(get_preset("cpu-quick", classifier_scale=16.0), num_classes=5).eval()
+    assert model.classifier.bias is None
+    with torch.no_grad():
+        out = model(_images(3, 32), torch.tensor([0, 1, 1]))
+    code, w = out.code.double(), model.classifier.weight.detach().double()
+    ref = np.array([[16.0 * float(c @ wk) / float(c.norm() * wk.norm()) for wk in w] for c in code])
+    np.testing.assert_allclose(out.logits.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert out.logits.abs().max() <= 16.0 + 1e-4
+    # the released classifier is a plain linear layer with a bias
+    linear = build_model(get_preset("cpu-quick"), num_classes=5)
+    assert linear.classifier.bias is not None and linear.classifier_scale is None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -117,6 +117,15 @@ def test_gap_bars(tmp_path):
     rows = pd.DataFrame([{"method": "DSN", "stage": "after", "gap/mmd": 0.1},
                          {"method": "DSN", "stage": "before", "gap/mmd": 0.3}])
     assert len(plots.plot_gap_bars(rows).axes) == 1
+    # a measure undefined everywhere (one sketch per class: no sketch dispersion) gets no panel ...
+    nan_table = {m: {st: {**g, "sketch_dispersion": float("nan")} for st, g in v.items()}
+                 for m, v in table.items()}
+    titles = [ax.get_title() for ax in plots.plot_gap_bars(nan_table).axes if ax.get_visible()]
+    assert len(titles) == len([ax for ax in fig.axes if ax.get_visible()]) - 1
+    assert not any("sketch" in t and "dispersion" in t for t in titles)
+    # ... unless asked for by name
+    assert len([ax for ax in plots.plot_gap_bars(nan_table, measures=["sketch_dispersion"]).axes
+                if ax.get_visible()]) == 1
     with pytest.raises(KeyError, match="stage"):
         plots.plot_gap_bars([{"method": "DSN", "mmd": 0.1}])
 

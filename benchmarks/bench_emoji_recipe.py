@@ -1,0 +1,87 @@
+"""Why the emoji-* presets differ from the released settings: held-out val mAP of each step of the recipe.
+
+Each variant trains DSN on EmojiSketch (CPU) from the ``emoji-demo`` preset for the same wall time and is
+scored every 20 steps on the 90 held-out *training* concepts ("val" split) -- never on the unseen concepts,
+which the preset must not be tuned on. The rows add one change at a time:
+
+1. released settings: SupCon weight 0.1, BatchNorm trained, linear classifier on the code;
+2. + SupCon weight 1.0;
+3. + BatchNorm statistics frozen at ImageNet's (``freeze_bn``);
+4. + cosine classifier on the code (``classifier_scale=16``): the emoji-demo preset.
+
+All rows keep class-aligned batches, channels_last and a cosine lr schedule stretched over 100 short
+"epochs", so the lr is nearly constant within the budget: the rows compare the recipe, not the schedule.
+
+    python benchmarks/bench_emoji_recipe.py                  # 240 s per variant: about 17 minutes
+    python benchmarks/bench_emoji_recipe.py --seconds 30     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsn_lab.config import get_preset  # noqa: E402
+
+VARIANTS: list[tuple[str, dict]] = [
+    ("released settings", {"w_contrastive": 0.1, "freeze_bn": False, "classifier_scale": None}),
+    ("+ SupCon weight 1.0", {"w_contrastive": 1.0, "freeze_bn": False, "classifier_scale": None}),
+    ("+ frozen BatchNorm", {"w_contrastive": 1.0, "freeze_bn": True, "classifier_scale": None}),
+    ("+ cosine classifier (emoji-demo)", {"w_contrastive": 1.0, "freeze_bn": True, "classifier_scale": 16.0}),
+]
+
+
+def run(name: str, changes: dict, seconds: float, data_root: str | None) -> dict:
+    from dsn_lab.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = get_preset(
+            "emoji-demo",
+            output_dir=str(Path(tmp) / "run"),
+            max_train_seconds=seconds,
+            steps_per_epoch=20,
+            epochs=100,
+            **changes,
+        )
+        t = time.perf_counter()
+        res = train(cfg, data_root=data_root, device="cpu", verbose=False)
+        wall = time.perf_counter() - t
+    epochs = [r for r in res.history if r.get("kind") == "epoch"]
+    return {
+        "name": name,
+        "val": [r["val_mAP@all"] for r in epochs],
+        "best": max(r["val_mAP@all"] for r in epochs),
+        "steps": epochs[-1]["step"],
+        "wall": wall,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=240.0, help="training wall time per variant")
+    ap.add_argument("--data-root", help="EmojiSketch folder (default: built under ~/.cache/dsn_lab)")
+    args = ap.parse_args()
+    data_root = args.data_root
+    if data_root is None:
+        from dsn_lab.data.emojisketch import ensure_emojisketch
+
+        data_root = str(ensure_emojisketch(None))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seconds:.0f} s per variant")
+    print("| variant | optimiser steps | val mAP@all every 20 steps | best |")
+    print("|---|---|---|---|")
+    for name, changes in VARIANTS:
+        r = run(name, changes, args.seconds, data_root)
+        trace = " ".join(f"{v:.3f}" for v in r["val"])
+        print(f"| {r['name']} | {r['steps']} | {trace} | **{r['best']:.3f}** |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
