@@ -30,8 +30,6 @@ from dsn_lab.model import (
     svd_head_init,
 )
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 

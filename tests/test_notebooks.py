@@ -9,7 +9,7 @@ Runner choice: **nbclient**, driven from ordinary pytest tests, rather than nbma
   nbclient (and ipykernel) are in the dev extra.
 - One parametrized test per notebook, so pytest-xdist spreads them over the workers; each gets its own
   temporary folders for figures and runs (``DSN_LAB_FIGURES``, ``DSN_LAB_RUNS``) so CI never overwrites
-  the committed figures, and a share of the CPU threads.
+  the committed figures; the kernel inherits the worker's share of the CPU threads (``conftest.py``).
 Datasets are built in the normal cache (``DSN_LAB_DATA`` or ``~/.cache/dsn_lab``): the builders are
 file-locked, and a user runs the notebooks against that cache too.
 
@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -150,6 +151,20 @@ def test_notebooks_match_generator():
     )
 
 
+def _cell_walls(cells, started: datetime) -> list[tuple[float, int]]:
+    """(seconds, index) per executed code cell: from the previous cell's reply (or the start) to this one's,
+    so time spent before the kernel picked the request up counts too (nbclient's metadata timestamps)."""
+    walls, previous = [], started
+    for index, cell in enumerate(cells):
+        reply = cell.get("metadata", {}).get("execution", {}).get("shell.execute_reply")
+        if cell.cell_type != "code" or not reply:
+            continue
+        end = datetime.fromisoformat(reply.replace("Z", "+00:00"))
+        walls.append(((end - previous).total_seconds(), index))
+        previous = end
+    return walls
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("name", NB_PARAMS)
@@ -163,21 +178,20 @@ def test_notebook_executes_with_quick_defaults(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DSN_LAB_RUNS", str(runs))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("TQDM_MININTERVAL", "5")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    monkeypatch.setenv("OMP_NUM_THREADS", threads)
-    monkeypatch.setenv("MKL_NUM_THREADS", threads)
     client = NotebookClient(
         nb,
         timeout=900,
         kernel_name="python3",
         resources={"metadata": {"path": str(NB_DIR)}},
     )
-    start = time.perf_counter()
+    started, start = datetime.now(timezone.utc), time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    (tmp_path / "timing.json").write_text(json.dumps({"notebook": name, "seconds": seconds}))
-    print(f"\n{name}: executed in {seconds:.1f} s")
+    slowest = sorted(_cell_walls(nb.cells, started), reverse=True)[:3]
+    (tmp_path / "timing.json").write_text(json.dumps({"notebook": name, "seconds": seconds,
+                                                      "slowest_cells": [[i, s] for s, i in slowest]}))
+    cells = ", ".join(f"cell {i} {s:.1f} s" for s, i in slowest)
+    print(f"\n{name}: executed in {seconds:.1f} s (slowest: {cells})")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors  # nbclient raises first; kept as a guard against allow_errors

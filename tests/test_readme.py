@@ -1,0 +1,42 @@
+"""README.md: the two Quick-start commands, the CI wiring, and the generated Failure modes table."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _quick_start() -> str:
+    text = README.read_text(encoding="utf-8")
+    m = re.search(r"## Quick start\s+```bash\n(.*?)```", text, re.S)
+    assert m, "README.md needs a '## Quick start' section with a bash block"
+    return m.group(1)
+
+
+def test_quick_start_is_exactly_make_demo_and_make_test():
+    commands = [line.split("#")[0].strip() for line in _quick_start().splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^make test\b", ci, re.M), ".ci/run must call the README's test command (make test)"
+
+
+def test_failure_modes_table_is_current():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "failure_modes_table.py"), "--check", str(README)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_unfilled_section_markers():
+    left = re.findall(r"<!-- [A-Z]+ -->", README.read_text(encoding="utf-8"))
+    assert not left, f"README.md still has placeholder markers {left}"
