@@ -115,17 +115,19 @@ def _run_code_cell_in_lab(page, attempts: int = 3) -> None:
     connected but no execution, so the key press had not reached the cell. A press that does reach it shows
     in the prompt at once, so pressing again only when the prompt is still ``[ ]`` never runs it twice.
     """
+    from playwright.sync_api import expect
+
     cell = page.locator(".jp-Notebook .jp-CodeCell").first
     prompt = cell.locator(".jp-InputPrompt")
     for _ in range(attempts):
         cell.click()
         page.keyboard.press("Escape")  # command mode, so Shift+Enter runs the cell
         page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
-                return
-            time.sleep(0.5)
+        try:
+            expect(prompt).to_have_text(re.compile(r"\[(\*|\d+)\]"), timeout=20_000)
+            return
+        except AssertionError:
+            continue
     raise AssertionError(
         f"the code cell never started after {attempts} Shift+Enter presses (prompt {prompt.inner_text()!r})"
     )
