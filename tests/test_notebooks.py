@@ -6,7 +6,7 @@ Runner choice: **nbclient**, driven from ordinary pytest tests, rather than nbma
   items cannot carry our ``slow`` marker or per-test environment.
 - papermill's one advantage, injecting parameter values, is not needed: CI runs the committed defaults
   (``QUICK = True``) as they are, which is also what a reader runs first. papermill is not a dependency;
-  nbclient is in the dev extra (ipykernel, held below 7, is a runtime dependency).
+  nbclient (and ipykernel) are in the dev extra.
 - One parametrized test per notebook, so pytest-xdist spreads them over the workers; each gets its own
   temporary folders for figures and runs (``DSN_LAB_FIGURES``, ``DSN_LAB_RUNS``) so CI never overwrites
   the committed figures; the kernel inherits the worker's share of the CPU threads (``conftest.py``).
