@@ -46,6 +46,7 @@ def run(name: str, changes: dict, seconds: float, data_root: str | None) -> dict
             "emoji-demo",
             output_dir=str(Path(tmp) / "run"),
             max_train_seconds=seconds,
+            lr_follows_time=True,  # this benchmark compares variants at equal wall time: anneal over it
             steps_per_epoch=20,
             epochs=100,
             **changes,

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dsn_lab.config import get_preset  # noqa: E402
+from dsn_lab.memory import SketchMemory  # noqa: E402
 from dsn_lab.model import ImageNetTeacher, build_backbone, build_model  # noqa: E402
+from dsn_lab.step import dsn_losses  # noqa: E402
 
 BACKBONES = ("cse_resnet50", "efficientnet_lite0", "resnet18")
 
@@ -39,26 +40,6 @@ BACKBONES = ("cse_resnet50", "efficientnet_lite0", "resnet18")
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _objective(cfg: Any) -> tuple[Any, Any]:
-    """``(DSNObjective, SketchMemory class)`` from the package, or ``(None, None)`` if not there yet."""
-    try:
-        from dsn_lab.losses import DSNObjective
-        from dsn_lab.memory import SketchMemory
-    except ImportError:
-        return None, None
-    return DSNObjective(cfg), SketchMemory
-
-
-def _simple_loss(out: Any, teacher_logits: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Fallback when dsn_lab.losses is absent: CE + KL to the teacher + a SupCon-like cosine term."""
-    ce = F.cross_entropy(out.logits[:n], labels)
-    kd = F.kl_div(out.kd_logits[:n].log_softmax(-1), teacher_logits.softmax(-1), reduction="batchmean")
-    z = F.normalize(out.code[n:], dim=1)
-    sim = z[:n] @ z[n:].T / 0.07
-    con = F.cross_entropy(sim, torch.arange(n, device=sim.device))
-    return ce + kd + 0.1 * con
 
 
 def bench_train_step(
@@ -78,7 +59,9 @@ def bench_train_step(
     """Time ``steps`` full DSN training steps (after ``warmup`` untimed ones); returns a result row."""
     device = torch.device(device)
     torch.manual_seed(seed)
-    cfg = get_preset("cpu-quick", backbone=backbone, pretrained=False, hashing_dim=hashing_dim)
+    cfg = get_preset(
+        "cpu-quick", backbone=backbone, pretrained=False, hashing_dim=hashing_dim, channels_last=channels_last
+    )
     model = build_model(cfg, num_classes).to(device).train()
     trunk, _, _ = build_backbone(backbone, pretrained=False)
     fc_w = torch.randn(1000, model.feature_dim) * 0.01
@@ -87,43 +70,26 @@ def bench_train_step(
         model = model.to(memory_format=torch.channels_last)
         teacher = teacher.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-4)
-    objective, memory_cls = _objective(cfg)
-    memory = memory_cls(num_classes, cfg.memory_slots, model.feature_dim).to(device) if memory_cls else None
-
-    n = sketches + photos
+    memory = SketchMemory(num_classes, cfg.memory_slots, model.feature_dim).to(device)
     g = torch.Generator().manual_seed(seed)
-    views = [torch.randn(n, 3, image_size, image_size, generator=g) for _ in range(3)]
-    images = torch.cat(views).to(device)
-    if channels_last:
-        images = images.to(memory_format=torch.channels_last)
-    flag = torch.cat([torch.zeros(sketches), torch.ones(photos)]).to(device)
-    flags = flag.repeat(3)
-    labels = torch.randint(0, num_classes, (n,), generator=g).to(device)
-    cid = torch.rand(n, 1000, generator=g).to(device)
 
-    def step() -> float:
-        out = model(images, flags)
-        with torch.no_grad():
-            t_logits = teacher(images[:n], flag)
-        if objective is None:
-            loss = _simple_loss(out, t_logits, labels, n)
-        else:
-            feats = out.features[:n]
-            sk, ph = feats[:sketches], feats[sketches:]
-            memory.update(sk.detach(), labels[:sketches], ph.detach(), labels[sketches:])
-            mem = memory.loss(ph, labels[sketches:])
-            z = F.normalize(out.code[n:], dim=1)
-            res = objective(
-                logits=out.logits[:n],
-                labels=labels,
-                kd_logits=out.kd_logits[:n],
-                teacher_logits=t_logits,
-                domain=flag,
-                cid_mask=cid,
-                contrastive_features=torch.stack([z[:n], z[n:]], dim=1),
-                memory_loss=mem,
-            )
-            loss = res.total
+    def images(k: int) -> torch.Tensor:
+        x = torch.randn(k, 3, image_size, image_size, generator=g).to(device)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    batch = {
+        "sketch": images(sketches),
+        "photo": images(photos),
+        "sketch_views": [images(sketches), images(sketches)],
+        "photo_views": [images(photos), images(photos)],
+        "sketch_label": torch.randint(0, num_classes, (sketches,), generator=g).to(device),
+        "photo_label": torch.randint(0, num_classes, (photos,), generator=g).to(device),
+    }
+    cid = torch.rand(num_classes, 1000, generator=g).to(device)
+    n = sketches + photos
+
+    def step() -> float:  # the trainer's step: dsn_lab.step.dsn_losses, backward, Adam
+        loss = dsn_losses(model, batch, cfg, teacher=teacher, memory=memory, cid_mask=cid)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -146,7 +112,7 @@ def bench_train_step(
         "s/step": sec,
         "samples/s": n / sec,
         "images/s": 3 * n / sec,
-        "loss": "DSNObjective + SketchMemory" if objective is not None else "simplified (no dsn_lab.losses)",
+        "loss": "dsn_lab.step.dsn_losses (CE + SAKE-KD + SupCon + memory)",
     }
 
 

@@ -7,8 +7,10 @@ Submodules are imported lazily (``import dsn_lab`` does not import torch); the p
 - ``dsn_lab.model``: :func:`cse_resnet50_dsn`, :func:`build_model`, :func:`build_teacher`
 - ``dsn_lab.losses``: :class:`SupConLoss`, the SAKE KD loss, :class:`DSNObjective`
 - ``dsn_lab.memory``: :class:`SketchMemory`
+- ``dsn_lab.step``: :func:`dsn_losses`, one DSN training step as released
 - ``dsn_lab.data``: :func:`get_dataset` and the dataset fetchers
 - ``dsn_lab.analysis``: :func:`domain_gap`
+- ``dsn_lab.colab``: :func:`setup`, the folders a notebook uses (Google Drive on Colab)
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "analysis", "cli", "config", "data", "embed", "losses", "memory", "metrics", "model", "plots",
-    "semantics", "train", "widgets",
+    "analysis", "cli", "colab", "config", "data", "embed", "losses", "memory", "metrics", "model", "plots",
+    "semantics", "step", "train", "widgets",
 )
 _EXPORTS = {
     "DSNConfig": "config", "PRESETS": "config", "get_preset": "config",
@@ -28,6 +30,7 @@ _EXPORTS = {
     "cse_resnet50_dsn": "model", "build_model": "model", "build_teacher": "model",
     "SupConLoss": "losses", "DSNObjective": "losses",
     "SketchMemory": "memory",
+    "dsn_losses": "step",
     "get_dataset": "data",
     "domain_gap": "analysis",
 }

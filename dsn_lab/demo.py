@@ -16,6 +16,13 @@ and the baseline, and draws it as ``demo_domain_gap.png``.
 
 Model selection (the head's step, DSN's epoch) uses the held-out *training* concepts (EmojiSketch "val");
 the unseen concepts are only scored, never used to choose anything.
+
+DSN trains a fixed number of optimiser steps (the preset's), so every machine prints the same numbers; the
+preset's ``max_train_seconds`` is only a guard, and a run it cuts short says so above and below its tables.
+Everything the demo writes goes into its run folder (``runs/emoji-demo``: checkpoints, config.json,
+environment.json, demo_results.json, figures/); the README's committed figures are regenerated on purpose
+with ``--baseline --figures-dir figures`` (``make figures``). What the run needs is checked before anything
+long (:mod:`dsn_lab.preflight`).
 """
 
 from __future__ import annotations
@@ -139,24 +146,31 @@ def run_demo(
     *,
     quick: bool = False,
     data_root: str | os.PathLike[str] | None = None,
-    figures_dir: str | os.PathLike[str] | None = "figures",
+    figures: bool = True,
+    figures_dir: str | os.PathLike[str] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
-    seconds: float | None = None,
+    max_seconds: float | None = None,
     overrides: dict[str, Any] | None = None,
     baseline: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
 
-    ``quick``: the "emoji-quick" preset (CI, about 2 minutes); else "emoji-demo" (under 10 minutes on a
-    2-core CPU from a warm cache). ``seconds`` overrides the DSN training budget. ``baseline``: also train
-    the CE + KD baseline with the same budget (doubles the training time). ``figures_dir=None`` skips the
-    figures.
+    ``quick``: the "emoji-quick" preset (CI: 12 optimiser steps, about 65 s); else "emoji-demo" (160
+    optimiser steps, about 6.5 minutes; both on a 2-core CPU from a warm cache). Both train a fixed number of
+    steps, so the numbers do not depend on the machine's speed; ``max_seconds`` overrides the preset's
+    guard (``max_train_seconds``), and a run it cuts short says so loudly. ``baseline``: also train the
+    CE + KD baseline for the same steps (doubles the training time). Figures go to ``figures_dir``
+    (default ``<output_dir>/figures``; the README's committed ones are regenerated with
+    ``figures_dir="figures"``, ``make figures``); ``figures=False`` skips them. What the run needs (libraries,
+    the SVG renderer, WordNet for the KD term, a writable output folder, disk) is checked first:
+    :class:`dsn_lab.preflight.PreflightError` before anything long.
     """
     from dsn_lab.config import get_preset
     from dsn_lab.data import get_dataset
-    from dsn_lab.data.emojisketch import ensure_emojisketch
+    from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch
     from dsn_lab.embed import extract_features
     from dsn_lab.model import build_model
+    from dsn_lab.preflight import PreflightError, check_cid_mask, preflight
     from dsn_lab.train import load_trained_model, train
 
     t_start = time.perf_counter()
@@ -165,28 +179,36 @@ def run_demo(
     changes = dict(overrides or {})
     if output_dir is not None:
         changes["output_dir"] = str(output_dir)
-    if seconds is not None:
-        changes["max_train_seconds"] = float(seconds)
+    if max_seconds is not None:
+        changes["max_train_seconds"] = float(max_seconds)
     cfg = get_preset(preset, **changes)
     device = torch.device("cpu")
+    baseline_dir = Path(cfg.output_dir) / "baseline"
 
-    _say(
-        f"[demo] EmojiSketch ({'building on first use: npm packages, ' if data_root is None else ''}"
-        "cached afterwards)"
+    # what the run needs, before anything long -------------------------------------------------------
+    root = Path(data_root).expanduser() if data_root is not None else default_emojisketch_root()
+    cached = _emojisketch_cached(root, explicit=data_root is not None)
+    preflight(
+        cfg,
+        data_root=root,
+        output_dirs=[cfg.output_dir] + ([baseline_dir] if baseline else []),
+        figures=figures,
+        analysis=True,
+        build_data=not cached,
     )
-    root = (
-        Path(ensure_emojisketch(data_root))
-        if data_root is None or not (Path(data_root) / "splits").is_dir()
-        else Path(data_root)
-    )
+    if not cached:  # ensure_emojisketch says that it builds, where, and shows its progress
+        root = Path(ensure_emojisketch(root))
     ds = {
         (s, d): get_dataset("emojisketch", root, split=s, domain=d, verbose=False)
         for s in ("train", "val", "zero")
         for d in ("sketch", "photo")
     }
+    problems = check_cid_mask(cfg, ds[("train", "sketch")].classes)  # needs the built data's class names
+    if problems:
+        raise PreflightError(problems)
     zero_classes = ds[("zero", "sketch")].classes
     _say(
-        f"[demo] data {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
+        f"[demo] EmojiSketch at {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
         f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
         f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(zero_classes)} unseen concepts "
         f"({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos)"
@@ -219,6 +241,10 @@ def run_demo(
         ("train", "sketch"),
         ("train", "photo"),
     ]
+    _say(
+        f"[demo] frozen ImageNet features of {sum(len(ds[k]) for k in splits_needed):,} images "
+        "(computed once, then read from the cache)"
+    )
     for key in splits_needed:
         feats[key] = extract_features(frozen, ds[key], domain=key[1], **kw)
     zq, zql = feats[("zero", "sketch")]
@@ -262,8 +288,10 @@ def run_demo(
 
     # 3. DSN, backbone trained --------------------------------------------------------------------------
     t = time.perf_counter()
-    budget = f", time budget {cfg.max_train_seconds:.0f}s" if cfg.max_train_seconds else ""
-    _say(f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes{budget})")
+    _say(
+        f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes, "
+        f"{_planned_steps(cfg)}{_guard_text(cfg)})"
+    )
     result = train(cfg, data_root=root, device=device, overwrite=True)
     timings["dsn_train"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -277,14 +305,13 @@ def run_demo(
     gap["DSN"] = {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}
     timings["dsn_eval"] = time.perf_counter() - t
     losses = _loss_summary(result.history)
+    cut = {"DSN": _cut_short(result)} if _cut_short(result) else {}
 
     baseline_info: dict[str, Any] | None = None
     if baseline:
         t = time.perf_counter()
-        bcfg = cfg.replace(
-            use_contrastive=False, use_memory=False, output_dir=str(Path(cfg.output_dir) / "baseline")
-        )
-        _say("[demo] training the baseline: CE + KD (SAKE's objective), same budget")
+        bcfg = cfg.replace(use_contrastive=False, use_memory=False, output_dir=str(baseline_dir))
+        _say("[demo] training the baseline: CE + KD (SAKE's objective), same steps")
         bres = train(bcfg, data_root=root, device=device, overwrite=True)
         bmodel = load_trained_model(bres.best_checkpoint or bres.final_checkpoint, device)[0]
         bq, bql = extract_features(bmodel, ds[("zero", "sketch")], domain=0, **ckw)
@@ -293,6 +320,8 @@ def run_demo(
         gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(bq, bql, bg, bgl)}
         rows[dsn_row] = rows.pop(dsn_row)  # DSN stays the last row
         baseline_info = {"best": bres.best_metric, "epoch": bres.best_epoch, "history": bres.history}
+        if _cut_short(bres):
+            cut["CE + KD baseline"] = _cut_short(bres)
         timings["baseline"] = time.perf_counter() - t
 
     ratio = rows[dsn_row]["mAP@all"] / max(rows["frozen ImageNet features"]["mAP@all"], 1e-9)
@@ -301,37 +330,39 @@ def run_demo(
         f"EmojiSketch, {len(zero_classes)} unseen concepts: {len(dql)} sketches query "
         f"{len(dgl)} photos (DSN protocol: class-averaged, Euclidean on L2-normalised)",
     )
+    warning = _cut_warning(cut, cfg)
     _say("")
+    if warning:
+        _say(warning)
     _say(table)
     epochs_done = [r for r in result.history if r.get("kind") == "epoch"]
     steps_done = int(epochs_done[-1]["step"]) if epochs_done else 0
     _say(
         f"DSN / frozen mAP@all: {ratio:.2f}x. Model selection: val concepts only "
         f"(best {result.selection} {result.best_metric:.3f} at epoch {best_epoch}; "
-        f"{steps_done} optimiser steps, {cfg.batch_sampler} batches)."
+        f"{steps_done} of {result.planned_steps} optimiser steps, {cfg.batch_sampler} batches)."
     )
     _say(
         "DSN loss terms, mean over the last epoch (unweighted): "
         + ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
     )
     _say(_gap_table(gap))
+    if warning:
+        _say(warning)
 
-    # figures ---------------------------------------------------------------------------------------------
-    figures: dict[str, str] = {}
-    if figures_dir is not None:
+    # figures: into the run folder unless asked elsewhere (figures/ holds the README's: `make figures`)
+    written: dict[str, str] = {}
+    fig_dir = Path(figures_dir) if figures_dir is not None else Path(cfg.output_dir) / "figures"
+    if figures:
         t = time.perf_counter()
-        figures = _figures(
-            Path(figures_dir), result.history, ds, (zq, zql, zg, zgl), (dq, dql, dg, dgl), zero_classes, quick
+        written = _figures(
+            fig_dir, result.history, ds, (zq, zql, zg, zgl), (dq, dql, dg, dgl), zero_classes, quick
         )
         from dsn_lab import plots
 
-        plots.plot_gap_bars(gap, save_to=Path(figures_dir) / "demo_domain_gap.png")
-        figures["domain_gap"] = str(Path(figures_dir) / "demo_domain_gap.png")
+        plots.plot_gap_bars(gap, save_to=fig_dir / "demo_domain_gap.png")
+        written["domain_gap"] = str(fig_dir / "demo_domain_gap.png")
         timings["figures"] = time.perf_counter() - t
-        _say(
-            f"[demo] figures written to {Path(figures_dir).resolve()}: "
-            + ", ".join(Path(p).name for p in figures.values())
-        )
     timings["total"] = time.perf_counter() - t_start
     out = {
         "preset": cfg.preset,
@@ -345,9 +376,11 @@ def run_demo(
         "head": head_info,
         "checkpoint": str(ckpt_path),
         "stopped": result.stopped,
+        "cut_short": cut,
         "epoch_reached": ckpt.get("position", {}).get("epoch"),
         "optimizer_steps": steps_done,
-        "figures": figures,
+        "planned_steps": result.planned_steps,
+        "figures": written,
         "timings_s": timings,
         "threads": torch.get_num_threads(),
     }
@@ -355,11 +388,59 @@ def run_demo(
     from dsn_lab.train import _atomic_write_text
 
     _atomic_write_text(results_path, json.dumps(out, indent=2, default=float))
+    if written:
+        _say(f"[demo] figures: {fig_dir.resolve()} ({', '.join(Path(p).name for p in written.values())})")
     _say(
-        f"[demo] results: {results_path}; total {timings['total']:.0f}s "
+        f"[demo] results: {results_path.resolve()}; total {timings['total']:.0f}s "
         f"(DSN training {timings['dsn_train']:.0f}s)"
     )
     return out
+
+
+def _emojisketch_cached(root: Path, explicit: bool) -> bool:
+    """Whether ``root`` already holds a usable EmojiSketch (else the demo builds it first).
+
+    The default folder must hold a current build (a build made by older code is rebuilt); a folder the user
+    named only needs its split lists (it may be a copy, or the synthetic fixture).
+    """
+    if explicit:
+        return (root / "splits").is_dir()
+    from dsn_lab.data.emojisketch import is_current
+
+    try:
+        return is_current(root, "full")
+    except Exception:  # noqa: BLE001 - e.g. the SVG renderer is missing: then it is not usable as is
+        return False
+
+
+def _planned_steps(cfg: Any) -> str:
+    if cfg.steps_per_epoch:
+        total = math.ceil(cfg.steps_per_epoch / cfg.grad_accum_steps) * cfg.epochs
+        return f"{total} optimiser steps: {cfg.epochs} epochs x {cfg.steps_per_epoch}"
+    return f"{cfg.epochs} epochs"
+
+
+def _guard_text(cfg: Any) -> str:
+    return f"; guard: stop after {cfg.max_train_seconds:.0f}s" if cfg.max_train_seconds else ""
+
+
+def _cut_short(res: Any) -> dict[str, int] | None:
+    """``{"steps", "planned"}`` when the time guard stopped training early, else None."""
+    if res.stopped != "time budget":
+        return None
+    epochs = [r for r in res.history if r.get("kind") == "epoch"]
+    return {"steps": int(epochs[-1]["step"]) if epochs else 0, "planned": int(res.planned_steps)}
+
+
+def _cut_warning(cut: dict[str, dict[str, int]], cfg: Any) -> str:
+    """The loud line a cut-short run prints above and below its tables."""
+    if not cut:
+        return ""
+    what = "; ".join(f"{name} at {c['steps']}/{c['planned']} steps" for name, c in cut.items())
+    return (
+        f"!!! WARNING: training cut short by --max-seconds {cfg.max_train_seconds:.0f} ({what}): these "
+        "numbers are not comparable with a complete run. Raise --max-seconds. !!!"
+    )
 
 
 def _figures(

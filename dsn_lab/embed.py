@@ -196,7 +196,11 @@ def compute_features(
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(loader, desc=f"embed {getattr(dataset, 'split', '')}/{domain}", leave=False)
+            # leave=False: no finished bar stays above a table; disable=None: none in a log or a pipe, where
+            # each redraw (and the final clear) would read as a line of its own (a notebook still shows it)
+            iterator = tqdm(
+                loader, desc=f"embed {getattr(dataset, 'split', '')}/{domain}", leave=False, disable=None
+            )
         for images, lab in iterator:
             images = images.to(dev, non_blocking=True)
             if channels_last:
@@ -387,12 +391,19 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     binary: bool = True,
     progress: bool = True,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """Zero-shot retrieval of a trained checkpoint: sketches of ``split`` query the photos of ``split``.
 
+    Features are computed in fp32, as released. ``amp=True`` (opt-in) embeds under CUDA autocast (bf16, else
+    fp16; no effect on the CPU): faster, at a cost in mAP that was not measured yet on a GPU (the demo
+    checkpoint's figure belongs here once measured). The binary row uses the checkpoint config's ITQ variant
+    (``cfg.quirk("itq_variant")``: "released" for faithful runs, else Gong's), recorded as ``"itq_variant"``.
+
     Returns ``{"checkpoint", "dataset", "split", "hashing_dim", "n_queries", "n_gallery", "real": metrics,
-    "binary": metrics (ITQ codes, released protocol; absent with binary=False), "paper": PAPER_RESULTS row}``.
-    Features are cached in ``cache_dir`` keyed by the checkpoint file's hash.
+    "binary": metrics (ITQ codes; absent with binary=False), "paper": PAPER_RESULTS row,
+    "environment": the training session's environment record (None for older runs), "eval_environment":
+    this process's}``. Features are cached in ``cache_dir`` keyed by the checkpoint file's hash.
     """
     from dsn_lab.data import get_dataset
     from dsn_lab.metrics import evaluate_retrieval
@@ -414,7 +425,7 @@ def evaluate_checkpoint(
     kw = dict(
         batch_size=batch_size,
         device=dev,
-        amp=cfg.amp,
+        amp=amp,
         cache_dir=cache_dir,
         image_size=cfg.image_size,
         model_key=key,
@@ -436,10 +447,32 @@ def evaluate_checkpoint(
     real = evaluate_retrieval(q, ql, g, gl)
     out["real"] = {k: float(real[k]) for k in METRIC_COLUMNS if k in real}
     if binary:
-        bin_res = evaluate_retrieval(q, ql, g, gl, codes="itq")
+        variant = cfg.quirk("itq_variant")
+        bin_res = evaluate_retrieval(q, ql, g, gl, codes="itq", itq_variant=variant)
+        out["itq_variant"] = variant
         out["binary"] = {k: float(bin_res[k]) for k in METRIC_COLUMNS if k in bin_res}
     out["paper"] = PAPER_RESULTS.get(cfg.dataset, {})
+    out["environment"] = _training_environment(Path(checkpoint), ckpt)
+    from dsn_lab.provenance import environment_record
+
+    out["eval_environment"] = environment_record()
     return out
+
+
+def _training_environment(checkpoint: Path, ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The environment record of the session that wrote ``checkpoint``: from the checkpoint itself (newer
+    runs), else the run folder's environment.json; None for runs made before either existed."""
+    from dsn_lab.provenance import read_environment
+
+    raw = ckpt.get("environment")
+    if raw:
+        try:
+            rec = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and rec:
+            return rec
+    return read_environment(checkpoint.parent)
 
 
 def format_results_table(result: dict[str, Any]) -> str:
@@ -461,7 +494,10 @@ def format_results_table(result: dict[str, Any]) -> str:
     dim = result.get("hashing_dim")
     lines.append(row(f"this run, real-valued ({dim}-d)", result["real"]))
     if "binary" in result:
-        lines.append(row(f"this run, binary ITQ ({dim} bits)", result["binary"]))
+        released = result.get("itq_variant") == "released"  # the released ITQ rotation (vh @ u.T)
+        lines.append(
+            row(f"this run, binary ITQ ({dim} bits{', released' if released else ''})", result["binary"])
+        )
     if not result.get("paper"):
         lines.append("(no published numbers for this dataset/split: an extension)")
     return "\n".join(lines)

@@ -63,13 +63,23 @@ class SketchMemory(nn.Module):
     and ``.to(device / dtype)`` moves the bank; ``fill`` stays an integer tensor.
     """
 
-    def __init__(self, num_classes: int, slots: int = 10, dim: int = 2048, faithful: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        slots: int = 10,
+        dim: int = 2048,
+        faithful: bool = False,
+        *,
+        detach_loss: bool | None = None,
+    ) -> None:
         super().__init__()
         if num_classes < 1 or slots < 1 or dim < 1:
             raise ValueError(
                 f"SketchMemory needs num_classes, slots and dim >= 1, got {num_classes}, {slots}, {dim}."
             )
         self.num_classes, self.slots, self.dim, self.faithful = num_classes, slots, dim, faithful
+        # the two released defects apart: the update rule (faithful) and the loss without gradient
+        self.detach_loss = faithful if detach_loss is None else bool(detach_loss)
         self.register_buffer("memory", torch.zeros(num_classes, slots, dim))
         self.register_buffer("fill", torch.zeros(num_classes, dtype=torch.long))
         if not faithful:
@@ -77,7 +87,10 @@ class SketchMemory(nn.Module):
             self.register_buffer("centres", torch.zeros(num_classes, dim))
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, slots={self.slots}, dim={self.dim}, faithful={self.faithful}"
+        return (
+            f"num_classes={self.num_classes}, slots={self.slots}, dim={self.dim}, faithful={self.faithful}, "
+            f"detach_loss={self.detach_loss}"
+        )
 
     # ---- state ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -209,17 +222,20 @@ class SketchMemory(nn.Module):
     def loss(self, photo_feats: Tensor, photo_labels: Tensor) -> Tensor:
         """``1 - mean cos(photo, centre of its class)`` over photos whose class has entries.
 
-        No photo with a non-empty class: 0. Faithful mode: detached (no gradient), as released. Fixed mode:
-        gradient flows to ``photo_feats`` (never into the bank), and the "none" case is a 0 that is still
-        attached to the graph with zero gradient, so the result needs no host round-trip.
+        No photo with a non-empty class: 0. ``detach_loss`` (default: ``faithful``): computed on detached
+        features, no gradient, as released. Otherwise gradient flows to ``photo_feats`` (never into the
+        bank); in the fixed mode the "none" case is a 0 that is still attached to the graph with zero
+        gradient, so the result needs no host round-trip.
         """
         if photo_feats.dim() != 2 or photo_feats.shape[1] != self.dim:
             raise ValueError(
                 f"SketchMemory.loss: expected photo features [N, {self.dim}], got {tuple(photo_feats.shape)}."
             )
         lp = photo_labels.detach().long().to(self.fill.device)
+        if self.detach_loss:
+            photo_feats = photo_feats.detach()
         if self.faithful:
-            return self._loss_faithful(photo_feats.detach(), lp)
+            return self._loss_faithful(photo_feats, lp)
         w = (self.fill.index_select(0, lp) > 0).to(photo_feats.dtype)
         centre = self.centres.index_select(0, lp).to(photo_feats.dtype)
         norms = torch.linalg.vector_norm(photo_feats, dim=1) * torch.linalg.vector_norm(centre, dim=1)
@@ -239,5 +255,5 @@ class SketchMemory(nn.Module):
             total = cos if total is None else total + cos
             count += 1
         if total is None:
-            return torch.zeros((), device=p.device, dtype=p.dtype)
+            return p.sum() * 0.0  # 0, attached to the graph when p is (zero gradient)
         return (1.0 - total / count)[0]

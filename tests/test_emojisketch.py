@@ -165,6 +165,90 @@ def test_icon_svg_background_is_white_and_size_exact() -> None:
     assert img.getpixel((31, 0)) == (255, 255, 255) and img.getpixel((0, 31)) == (255, 255, 255)
 
 
+def _svg(body: str, width: float = 64, height: float = 64, sized: bool = True) -> str:
+    size = f'width="{width:g}" height="{height:g}" ' if sized else ""
+    return f'<svg xmlns="http://www.w3.org/2000/svg" {size}viewBox="0 0 {width:g} {height:g}">{body}</svg>'
+
+
+def test_rasterise_svg_matches_exact_disc_coverage() -> None:
+    """A black disc against its exact area coverage (8x8 supersampled per output pixel)."""
+    s, k = 112, 8
+    img = rasterise_svg(_svg('<circle cx="32" cy="32" r="20" fill="#000"/>'), s)
+    assert img.size == (s, s) and img.mode == "RGB"
+    got = np.asarray(img.convert("L"), dtype=float)
+    yy, xx = (np.mgrid[0 : s * k, 0 : s * k] + 0.5) / (s * k) * 64
+    coverage = (((xx - 32) ** 2 + (yy - 32) ** 2) <= 20**2).reshape(s, k, s, k).mean(axis=(1, 3))
+    d = np.abs(got - 255 * (1 - coverage))
+    assert d.mean() < 1.5 and (d > 16).mean() < 0.02 and d.max() < 64, (d.mean(), d.max())
+    assert got[56, 56] < 2 and got[0, 0] == 255 and got[56, 5] == 255  # inside ink, outside white
+
+
+def test_rasterise_svg_fits_longer_side_keeps_aspect_and_centres() -> None:
+    """30 x 10 box into 60 px: drawn 60 x 20 at rows 20..39; tall boxes fit the height the same way."""
+    for sized in (True, False):  # width/height attributes, or only a viewBox (OpenMoji)
+        a = np.asarray(rasterise_svg(_svg('<rect width="30" height="10"/>', 30, 10, sized), 60).convert("L"))
+        assert a.shape == (60, 60)
+        rows, cols = np.nonzero((a < 128).any(1))[0], np.nonzero((a < 128).any(0))[0]
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 39, 0, 59), sized
+        assert (a[:19] == 255).all() and (a[41:] == 255).all()
+    t = np.asarray(rasterise_svg(_svg('<rect width="10" height="40"/>', 10, 40), 80).convert("L"))
+    cols = np.nonzero((t < 128).any(0))[0]
+    assert t.shape == (80, 80) and (cols.min(), cols.max()) == (30, 49) and (t[:, 31:49] < 128).all()
+
+
+def test_rasterise_svg_composites_transparency_onto_white() -> None:
+    img = rasterise_svg(_svg('<rect width="64" height="64" fill="#f00" fill-opacity="0.5"/>'), 32)
+    r, g, b = img.getpixel((16, 16))
+    assert r == 255 and abs(g - 128) <= 2 and abs(b - 128) <= 2  # half red over white, not over black
+    empty = rasterise_svg(_svg(""), 32)
+    assert ek.is_blank(empty) and empty.getpixel((16, 16)) == (255, 255, 255)
+
+
+def test_rasterise_svg_draws_what_emoji_sets_use() -> None:
+    """SVG 2 ``<use href>`` with opacity (EmojiOne's kaaba: cairosvg 2.9 ignored it), gradients, clip paths,
+    transforms: what the Noto, Noto v1, EmojiOne and Streamline sets use."""
+    use = _svg(
+        '<defs><path id="p" d="M0 0h32v64H0z"/></defs><use href="#p" fill="#00f"/>'
+        '<use href="#p" fill="#f00" opacity="0.2" transform="translate(0 32)"/>'
+    )
+    a = np.asarray(rasterise_svg(use, 64), dtype=int)
+    assert tuple(a[16, 10]) == (0, 0, 255) and tuple(a[16, 54]) == (255, 255, 255)
+    assert np.abs(a[48, 10] - (51, 0, 204)).max() <= 2  # 20 % red over the blue, not opaque red
+    grad = _svg(
+        '<defs><linearGradient id="g"><stop offset="0" stop-color="#000"/><stop offset="1" '
+        'stop-color="#fff"/></linearGradient></defs><rect width="64" height="64" fill="url(#g)"/>'
+    )
+    row = np.asarray(rasterise_svg(grad, 64).convert("L"), dtype=float)[32]
+    assert row[2] < 20 and row[-3] > 235 and np.all(np.diff(row[2:-2]) >= -1)  # dark to light
+    clip = _svg(
+        '<defs><clipPath id="c"><rect width="64" height="32"/></clipPath></defs>'
+        '<g clip-path="url(#c)" transform="translate(64 0) scale(-1 1)"><rect width="16" height="64"/></g>'
+    )
+    b = np.asarray(rasterise_svg(clip, 64).convert("L"))
+    assert b[16, 56] < 10 and b[48, 56] == 255 and b[16, 8] == 255  # mirrored to the right, clipped at y=32
+
+
+def test_rasterise_svg_errors_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="Cannot render this SVG"):
+        rasterise_svg("<svg", 32)
+    monkeypatch.setitem(sys.modules, "resvg_py", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="pip install resvg-py"):
+        rasterise_svg(_svg(""), 32)
+    with pytest.raises(RuntimeError, match="pip install resvg-py"):
+        es.svg_renderer()
+
+
+def test_recipe_hash_names_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resvg_py
+
+    assert es.svg_renderer().startswith(f"resvg-py {resvg_py.__version__} (resvg ")
+    ours = ek.recipe_hash()
+    assert ours == ek.recipe_hash() and len(ours) == 16
+    for other in ("cairosvg 2.9.1", "resvg-py 0.0.1 (resvg 0.1.0)"):  # an old cache is rebuilt, not mixed
+        monkeypatch.setattr(ek, "svg_renderer", lambda other=other: other)
+        assert ek.recipe_hash() != ours
+
+
 def test_renders_standalone_flags_css_classes() -> None:
     assert es.renders_standalone('<path d="M0 0h1v1z"/>')
     assert not es.renders_standalone('<path class="st0" d="M0 0h1v1z"/>')

@@ -178,6 +178,26 @@ def test_gradients_fixed_flow_faithful_none():
     torch.testing.assert_close(f_loss, loss.detach())  # no quirk write yet: same value
 
 
+@pytest.mark.parametrize("faithful", [False, True])
+def test_detach_loss_switches_the_gradient_either_way(faithful):
+    """The two released defects apart: the update rule (faithful), the loss without gradient (detach_loss)."""
+    torch.manual_seed(1)
+    s, ls = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    p, lp = torch.randn(7, 5, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    values = {}
+    for detach in (False, True):
+        m = SketchMemory(3, 2, 5, faithful=faithful, detach_loss=detach)
+        m.update(s, ls, p.detach(), lp)
+        loss = m.loss(p, lp)
+        assert loss.requires_grad is not detach
+        if not detach:
+            (grad,) = torch.autograd.grad(loss, p)
+            assert grad.abs().sum() > 0
+        values[detach] = float(loss.detach())
+    assert values[False] == pytest.approx(values[True], rel=1e-6)  # same value, only the gradient differs
+    assert SketchMemory(3, 2, 5, faithful=faithful).detach_loss is faithful  # default: the released pairing
+
+
 def test_loss_none_valid_is_zero():
     m = SketchMemory(3, 2, 4)
     p = torch.randn(5, 4, requires_grad=True)

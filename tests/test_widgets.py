@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import base64
 import datetime
+import html
 import io
+import re
+import sys
+import types
 
 import numpy as np
 import pytest
+import traitlets
 from PIL import Image, ImageDraw
 
 pytest.importorskip("ipywidgets")
 metrics = pytest.importorskip("dsn_lab.metrics", reason="dsn_lab.metrics is not written yet")
 
+import dsn_lab.widgets as widgets_mod  # noqa: E402
 from dsn_lab.widgets import (  # noqa: E402
     Explorer,
     FeatureSet,
@@ -20,6 +26,8 @@ from dsn_lab.widgets import (  # noqa: E402
     RetrievalExplorer,
     Thumbnails,
     decode_drawing,
+    drawing_pad,
+    enable_colab_widgets,
     load_query_image,
 )
 
@@ -236,8 +244,18 @@ def widget(toy):
     return RetrievalExplorer(toy[0], k=5)
 
 
+def _message(w: RetrievalExplorer) -> tuple[str, str]:
+    """The message line as the person sees it: ("error" | "status" | "", its text)."""
+    m = re.fullmatch(r'<div class="dsn-(error|status)"[^>]*>(.*)</div>', w.message.value, flags=re.S)
+    assert m or w.message.value == "", w.message.value
+    return (m.group(1), html.unescape(m.group(2))) if m else ("", "")
+
+
 def test_widget_initial_state_and_settings(widget):
     w = widget
+    kind, text = _message(w)  # the status names the query the grid shows
+    name = w.explorer.query_names[w.query.value]
+    assert kind == "status" and text.startswith(f"test sketch: {name}: ranked and drawn in")
     assert w.model.value == RetrievalExplorer.BOTH
     assert [r.model for r in w.last_results] == ["baseline", "DSN"] and all(r.k == 5 for r in w.last_results)
     assert w.grid.value.count('class="dsn-tile"') == 10
@@ -267,15 +285,40 @@ def test_widget_class_filter_and_random(widget):
 
 def test_widget_bad_upload_shows_a_message(widget):
     w = widget
-    before = w.grid.value
+    before, shown = w.grid.value, w.explorer.query_names[w.query.value]
     assert w.query_image_bytes(b"GIF89 garbage", name="bad.gif") is False
     assert "not an image" in w.message.value and "bad.gif" in w.message.value
-    assert w.grid.value == before  # the previous results stay
-    # the FileUpload path (ipywidgets 8 value format) takes the same route
-    w.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5, "content": memoryview(b"hello"),
-                       "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},)
+    assert w.grid.value == before  # the previous results stay, and the red message says whose they are
+    kind, text = _message(w)
+    assert kind == "error" and text.endswith(f"(Below: the results for test sketch: {shown}.)")
+    # the FileUpload path takes the same route
+    _choose_file(w.upload, "notes.txt", b"hello")
     assert "notes.txt" in w.message.value and "not an image" in w.message.value
-    assert w.upload.value == ()  # emptied, so that uploading the same file again fires again
+    assert not w.upload.value  # emptied, so that uploading the same file again fires again
+
+
+def _choose_file(upload, name: str, content: bytes) -> None:
+    """What the front end does when a file is chosen, for the installed ipywidgets (8, or 7 as on Colab)."""
+    if isinstance(upload.value, dict):  # ipywidgets 7: lists of metadata and data, then a counter tick
+        upload.metadata = [{"name": name, "type": "image/png", "size": len(content), "lastModified": 0}]
+        upload.data = [content]
+        upload._counter += 1
+    else:  # ipywidgets 8: a tuple of dicts
+        when = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+        upload.value = ({"name": name, "type": "image/png", "size": len(content),
+                         "content": memoryview(content), "last_modified": when},)
+
+
+def test_widget_same_upload_twice_is_two_queries(widget):
+    w = widget
+    enc = w.explorer.sets["DSN"].encode
+    calls = enc.calls
+    png = _png(Image.new("RGB", (30, 30), (20, 30, 200)))
+    for n in (1, 2):
+        _choose_file(w.upload, "blue.png", png)
+        assert enc.calls == calls + n and not w.upload.value
+        assert "uploaded: blue.png" in w.grid.value
+        assert _message(w)[1].startswith("uploaded: blue.png: ranked")
 
 
 def test_widget_good_upload_and_drawing(widget):
@@ -288,13 +331,127 @@ def test_widget_good_upload_and_drawing(widget):
     w.upload_class.value = "dog"  # the user says what it is: marks and AP appear, no re-encoding
     assert all(r.query_class == "dog" and r.ap is not None for r in w.last_results)
     assert enc.calls == calls + 1
-    w.drawing.value = _data_url(_stroke_drawing())  # what the canvas' JavaScript does
+    w.pad.value = _data_url(_stroke_drawing())  # what the pad's JavaScript does when the pen lifts
     assert "your drawing" in w.grid.value and enc.calls == calls + 2
+    assert _message(w)[0] == "status" and _message(w)[1].startswith("your drawing: ranked and drawn in")
     w.k.value = 3  # settings re-rank the drawing without re-encoding it
     assert all(r.k == 3 for r in w.last_results) and enc.calls == calls + 2
-    w.drawing.value = ""  # "clear drawing" -> nothing happens until the user searches
-    w.draw_button.click()
-    assert "drawing is empty" in w.message.value
+    w.draw_button.click()  # searching the same drawing again: results and status, no error
+    assert "your drawing" in w.grid.value and _message(w)[1].startswith("your drawing: ranked")
+
+
+def test_widget_cleared_drawing_leaves_no_stale_results(widget):
+    """Clear the pad after a drawing search, then search: the red message must not sit on the old drawing's
+    results (the browser test's screenshot once showed exactly that)."""
+    w = widget
+    sketch = f"test sketch: {w.explorer.query_names[w.query.value]}"
+    w.pad.value = _data_url(_stroke_drawing())
+    assert "your drawing" in w.grid.value
+    w.pad.value = ""  # "clear drawing": back to the chosen test sketch
+    assert "your drawing" not in w.grid.value and sketch in w.grid.value
+    assert _message(w)[0] == "status" and _message(w)[1].startswith(f"{sketch}: ranked")
+    w.draw_button.click()  # searching the empty pad
+    kind, text = _message(w)
+    assert kind == "error" and text.startswith("The drawing is empty")
+    assert text.endswith(f"(Below: the results for {sketch}.)") and "your drawing" not in w.grid.value
+    w.pad.value = _data_url(Image.new("RGBA", (40, 40), (0, 0, 0, 0)))  # a blank canvas is empty too
+    assert _message(w)[0] == "error" and "drawing is empty" in _message(w)[1]
+    w.pad.value = _data_url(_stroke_drawing())  # a real drawing after an error: the error goes
+    assert _message(w)[0] == "status" and _message(w)[1].startswith("your drawing: ranked")
+
+
+def test_widget_error_while_ranking_clears_the_grid(widget, monkeypatch):
+    w = widget
+    assert w.grid.value
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ranking failed")
+
+    monkeypatch.setattr(w.explorer, "search", broken)
+    w.k.value = 7
+    assert w.grid.value == "" and w.last_results == []  # no results that are not for these settings
+    assert _message(w) == ("error", "RuntimeError: ranking failed")
+
+
+class _Ipywidgets7Upload(traitlets.HasTraits):
+    """ipywidgets 7's FileUpload as this module sees it: a read-only ``value`` dict {name: {metadata,
+    content}}, rebuilt by the widget on each upload (traitlets only notifies when it changes)."""
+
+    value = traitlets.Dict(read_only=True)
+
+    def choose(self, name: str, content: bytes) -> None:
+        meta = {"name": name, "type": "image/png", "size": len(content), "lastModified": 0}
+        self.set_trait("value", {name: {"metadata": meta, "content": content}})
+
+
+def test_widget_upload_in_ipywidgets_7_format(widget):
+    w = widget
+    up = _Ipywidgets7Upload()
+    with pytest.raises(traitlets.TraitError, match="read-only"):
+        up.value = {}  # as in ipywidgets 7
+    w.upload = up
+    up.observe(lambda ch: w._on_upload(), names="value")
+    enc = w.explorer.sets["DSN"].encode
+    calls = enc.calls
+    png = _png(Image.new("RGB", (30, 30), (20, 200, 30)))
+    up.choose("green.png", png)
+    assert "uploaded: green.png" in w.grid.value and enc.calls == calls + 1 and up.value == {}
+    up.choose("green.png", png)  # the same file again is a new query, because the value was emptied
+    assert enc.calls == calls + 2 and _message(w)[1].startswith("uploaded: green.png: ranked")
+
+
+def test_drawing_pad_widget():
+    pad = drawing_pad(100)
+    assert pad.value == "" and pad.size == 100
+    assert "export default" in pad._esm and "toDataURL" in pad._esm  # the front end ships with it
+    with pytest.raises(ValueError, match="too small"):
+        drawing_pad(3)
+
+
+def _fake_colab(monkeypatch) -> list[str]:
+    """A stand-in ``google.colab`` package whose ``output.enable_custom_widget_manager`` counts its calls."""
+    calls: list[str] = []
+    google, colab, output = (types.ModuleType(n) for n in ("google", "google.colab", "google.colab.output"))
+    output.enable_custom_widget_manager = lambda: calls.append("enable")
+    output._widgets = types.SimpleNamespace(_installed_url=None)  # what anywidget reads when it displays
+    colab.output, google.colab = output, colab
+    for name, mod in (("google", google), ("google.colab", colab), ("google.colab.output", output)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(widgets_mod, "_colab_widgets_enabled", False)
+    return calls
+
+
+def test_enable_colab_widgets(monkeypatch):
+    for name in ("google.colab", "google.colab.output"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(widgets_mod, "_colab_widgets_enabled", False)
+    assert enable_colab_widgets() is False  # not in Colab: nothing to do
+    calls = _fake_colab(monkeypatch)
+    assert enable_colab_widgets() is True and calls == ["enable"]
+    assert enable_colab_widgets() is True and calls == ["enable"]  # once per kernel
+
+
+def test_enable_colab_widgets_failure_is_a_warning(monkeypatch):
+    _fake_colab(monkeypatch)
+
+    def broken():
+        raise RuntimeError("no widget manager here")
+
+    monkeypatch.setattr(sys.modules["google.colab.output"], "enable_custom_widget_manager", broken)
+    with pytest.warns(UserWarning, match="enable_custom_widget_manager.*display the explorer again"):
+        assert enable_colab_widgets() is True
+    assert widgets_mod._colab_widgets_enabled is False  # tried again next time
+
+
+def test_explorer_enables_colab_widgets_before_its_widgets(toy, monkeypatch):
+    calls = _fake_colab(monkeypatch)
+    made = []
+    real = widgets_mod.drawing_pad
+    monkeypatch.setattr(widgets_mod, "drawing_pad", lambda size: made.append(list(calls)) or real(size))
+    RetrievalExplorer(toy[0])
+    assert made and made[0][:1] == ["enable"]  # the manager was on before the pad was made
+    RetrievalExplorer(toy[0])
+    assert "enable" in calls and widgets_mod._colab_widgets_enabled
 
 
 def test_widget_without_an_encoder_explains(toy):

@@ -1,9 +1,11 @@
 """End to end: Voila (and JupyterLab) serve tests/e2e/explorer_app.ipynb, headless Chromium uses the explorer.
 
 Checks that the page renders the result grid, that choosing another test sketch redraws it, that the code
-toggle works, that a drawing made with the mouse on the canvas becomes the query, that an empty drawing gives
-a message, and writes screenshots (``explorer.png``, ``explorer_drawing.png`` in tmp_path). Skips, saying why,
-only where Playwright or a Chromium cannot be had.
+toggle works, that a drawing made with the mouse on the pad (an anywidget, so its front end must load) becomes
+the query, with the message line naming it and showing no error, and that clearing the pad and searching gives
+the "empty" error over the test sketch's results, not the old drawing's. Writes screenshots (``explorer.png``,
+``explorer_drawing.png``, ``explorer_empty_drawing.png`` in tmp_path). Skips, saying why, only where
+Playwright or a Chromium cannot be had.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _exercise(page, tmp_path: Path) -> None:
     page.wait_for_function("() => document.querySelector('.dsn-grid').innerText.includes('Hamming')",
                            timeout=20_000)
 
-    # draw on the canvas with the mouse: the drawing becomes the query
+    # draw on the pad with the mouse: the drawing becomes the query, the message line says so
     canvas = page.locator(".dsn-pad canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
@@ -176,19 +178,50 @@ def _exercise(page, tmp_path: Path) -> None:
         "() => document.querySelector('.dsn-grid b').innerText === 'your drawing'", timeout=20_000
     )
     assert page.locator(".dsn-grid .dsn-tile").count() == 12
+    _assert_status(page, "your drawing: ranked and drawn in")
 
-    # "clear drawing", then "search my drawing": a message, not a traceback
-    page.locator(".dsn-pad .dsn-clear").click()
+    # "search my drawing" with the drawing still there: the same results, still no error. The kernel handles
+    # the code toggle clicked next after the search (messages in order): its redraw marks the search done.
     page.locator(".dsn-draw-search").click()
-    page.wait_for_function(
-        "() => document.querySelector('.dsn-message').innerText.includes('drawing is empty')",
-        timeout=20_000,
-    )
+    page.locator(".dsn-codes button", has_text="real-valued").click()
+    page.wait_for_function("() => document.querySelector('.dsn-grid').innerText.includes('Euclidean')",
+                           timeout=20_000)
+    assert grid.locator("b").first.inner_text() == "your drawing"
+    _assert_status(page, "your drawing: ranked and drawn in")
     page.screenshot(path=str(tmp_path / "explorer_drawing.png"), full_page=True)
+
+    # "clear drawing" drops the drawing query (back to the chosen test sketch); "search my drawing" on the
+    # empty pad is then a red message over the test sketch's results, never over the old drawing's
+    page.locator(".dsn-pad .dsn-clear").click()
+    page.wait_for_function(
+        "() => document.querySelector('.dsn-grid b').innerText.startsWith('test sketch:')", timeout=20_000
+    )
+    sketch_title = grid.locator("b").first.inner_text()
+    assert sketch_title == f"test sketch: {options[7]}"
+    _assert_status(page, f"{sketch_title}: ranked and drawn in")
+    page.locator(".dsn-draw-search").click()
+    error = page.locator(".dsn-message .dsn-error")
+    error.wait_for(timeout=20_000)
+    text = error.inner_text().replace("\xa0", " ")
+    assert text.startswith("The drawing is empty"), text
+    assert text.endswith(f"(Below: the results for {sketch_title}.)"), text
+    assert page.locator(".dsn-message .dsn-status").count() == 0
+    assert grid.locator("b").first.inner_text() == sketch_title
+    page.screenshot(path=str(tmp_path / "explorer_empty_drawing.png"), full_page=True)
     assert "Traceback" not in page.inner_text("body")
-    for shot in (tmp_path / "explorer.png", tmp_path / "explorer_drawing.png"):
+    for name in ("explorer.png", "explorer_drawing.png", "explorer_empty_drawing.png"):
+        shot = tmp_path / name
         assert shot.is_file() and shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
+
+
+def _assert_status(page, start: str) -> None:
+    """The message line is a status (no red error) that starts with ``start``: it names the query shown."""
+    status = page.locator(".dsn-message .dsn-status")
+    status.wait_for(timeout=20_000)
+    assert page.locator(".dsn-message .dsn-error").count() == 0
+    text = status.inner_text().replace("\xa0", " ")
+    assert text.startswith(start), text
 
 
 def test_explorer_in_voila(tmp_path):

@@ -40,12 +40,19 @@ def _load(base: Any, index: int) -> tuple[Any, int]:
 class _ViewDataset(Dataset):
     """Item (index, seed) -> (plain image, [augmented views], label); all randomness from ``seed``."""
 
-    def __init__(self, base: Dataset, image_size: int, augment_views: int, base_affine: bool) -> None:
+    def __init__(
+        self, base: Dataset, image_size: int, augment_views: int, base_affine: bool | ReleasedAffine
+    ) -> None:
         self.base = base
         self.views = augment_views
         self.plain = eval_transform(image_size)
         self.aug = augment_transform(image_size)
-        self.affine = ReleasedAffine() if base_affine else None
+        # base_affine: True (the default ReleasedAffine), False (none) or a ReleasedAffine to use
+        self.affine = (
+            base_affine
+            if isinstance(base_affine, ReleasedAffine)
+            else (ReleasedAffine() if base_affine else None)
+        )
 
     def __len__(self) -> int:
         return len(self.base)
@@ -205,7 +212,7 @@ class PairedLoader:
         seed: int = 0,
         steps_per_epoch: int | None = None,
         *,
-        base_affine: bool = True,
+        base_affine: bool | ReleasedAffine = True,
         pin_memory: bool | None = None,
         batch_sampler: str = "random",
     ) -> None:

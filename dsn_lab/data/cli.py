@@ -75,11 +75,11 @@ def _short(text: str, width: int = 100) -> str:
 
 def _info(args: argparse.Namespace) -> int:
     from dsn_lab.data import get_dataset
-    from dsn_lab.data.datasets import SPECS, default_root, emojisketch_splits
+    from dsn_lab.data.datasets import SPECS, default_root, emojisketch_expected, emojisketch_splits
 
     root = args.root or default_root(args.name)
-    if args.name == "emojisketch":
-        pairs, expected = emojisketch_splits(root), {}
+    if args.name == "emojisketch":  # expected: the counts its build recorded, as loading checks them
+        pairs, expected = emojisketch_splits(root), emojisketch_expected(root)
     else:
         pairs, expected = list(SPECS[args.name].lists), SPECS[args.name].expected
     if not pairs:

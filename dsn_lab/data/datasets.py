@@ -537,6 +537,31 @@ def _fix_message(name: str, root: Path) -> str:
     )
 
 
+def absent_message(name: str, root: Path, domain: str | None = None) -> str | None:
+    """None when ``root`` holds images of benchmark ``name`` (of ``domain``, or of either domain); else the
+    message a newcomer needs first: the dataset is not there, and the two ways to get it.
+
+    Checked before any split list is fetched, so a missing dataset is never reported as a failed download.
+    EmojiSketch (built, not fetched) is not checked here.
+    """
+    if name == "emojisketch":
+        return None
+    layout = LAYOUTS[layout_of(name)]
+    dirs = layout.domain_dirs
+    folders = dirs[domain] if domain else tuple(f for v in dirs.values() for f in v)
+    if root.is_dir() and any((root / f).is_dir() for f in folders):
+        return None
+    listed = ", ".join(str(root / f) for f in folders)
+    where = "does not exist" if not root.is_dir() else f"holds none of {listed}"
+    return (
+        f"{name} is not at {root} (that folder {where}). Get it one of two ways:\n"
+        f"  python -m dsn_lab data fetch {name} --root {root}\n"
+        f"  python -m dsn_lab data import ARCHIVE --name {name} --root {root}   (an archive you have)\n"
+        "or point --data-root (root=) or $DSN_LAB_DATA at the copy you have.\n"
+        f"{_layout_message(layout, root)}"
+    )
+
+
 def _check_tree(
     name: str, root: Path, domain: str, samples: list[tuple[str, int]], check: str, on_error: str
 ) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
@@ -666,6 +691,9 @@ def load_real(
 ) -> SketchPhotoDataset:
     spec = SPECS[name]
     _check_split(name, split, domain, spec.lists)
+    absent = absent_message(name, root, domain) if check != "none" else None
+    if absent is not None:  # before fetching split lists: "not there" is what a newcomer must hear first
+        raise DatasetLayoutError(absent)
     list_path = fetch.ensure_split_file(spec.lists[(split, domain)], splits_dir=splits_dir, roots=[root])
     class_path = fetch.ensure_split_file(spec.classes[split], splits_dir=splits_dir, roots=[root])
     classes = read_class_file(class_path)
@@ -753,14 +781,22 @@ def load_emojisketch(
         root, kept, classes, domain=domain, name=name, split=split, transform=transform, on_error=on_error
     )
     ds.skipped = skipped
-    expected = None
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        try:
-            counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
-            value = counts.get(split, {}).get(domain) if isinstance(counts.get(split), dict) else None
-            expected = int(value) if value is not None else None
-        except (ValueError, AttributeError, TypeError):
-            expected = None
-    _report(ds, expected, skipped, verbose)
+    _report(ds, emojisketch_expected(root).get((split, domain)), skipped, verbose)
     return ds
+
+
+def emojisketch_expected(root: Path) -> dict[tuple[str, str], int]:
+    """The image counts an EmojiSketch build recorded in its manifest, ``{(split, domain): n}`` (empty when
+    there is no readable manifest): what loading checks against and ``data info`` shows as expected."""
+    manifest = Path(root) / "manifest.json"
+    try:
+        counts = json.loads(manifest.read_text(encoding="utf-8")).get("counts", {})
+        return {
+            (split, domain): int(n)
+            for split, per_domain in counts.items()
+            if isinstance(per_domain, dict)
+            for domain, n in per_domain.items()
+            if domain in DOMAINS and n is not None
+        }
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}

@@ -49,6 +49,7 @@ from dsn_lab.data.emoji_sources import (
     renders_standalone,
     resolve_icon,
     save_png_atomic,
+    svg_renderer,
 )
 
 FORMAT_VERSION = 1
@@ -820,6 +821,7 @@ def build_emojisketch(
             "name": "EmojiSketch",
             "format_version": FORMAT_VERSION,
             "recipe": recipe_hash(seed, image_size),
+            "svg_renderer": svg_renderer(),
             "variant": variant,
             "image_size": image_size,
             "seed": seed,
@@ -877,10 +879,13 @@ def read_manifest(root: Path | str) -> dict[str, Any] | None:
 
 
 def recipe_hash(seed: int = 0, image_size: int = IMAGE_SIZE) -> str:
-    """A fingerprint of everything that decides the data: pins, tables, sizes, seed. A cached build whose
-    manifest carries another one was made by other code; :func:`ensure_emojisketch` rebuilds it."""
+    """A fingerprint of everything that decides the data: pins, tables, sizes, seed, and the SVG renderer
+    with its version (:func:`~dsn_lab.data.emoji_sources.svg_renderer`). A cached build whose manifest
+    carries another one was made by other code (or rendered by another renderer, such as cairosvg before
+    2026-12); :func:`ensure_emojisketch` rebuilds it."""
     recipe = {
         "format": FORMAT_VERSION,
+        "renderer": svg_renderer(),
         "packages": [(p.name, p.version, p.integrity, p.max_emoji_version) for p in ALL_PACKAGES],
         "sketchy": SKETCHY_TO_EMOJI,
         "near": NEAR_DUPLICATES,

@@ -1,0 +1,214 @@
+"""Where a notebook keeps its files, on Colab and everywhere else: the one call after the install cell.
+
+Why: Colab's local disk is wiped when the runtime goes, and every notebook of the course gets its own
+runtime. So runs and figures go to Google Drive when the notebook asks for it (``USE_DRIVE``), where
+notebook 04 finds the run notebook 03 wrote, even after a disconnect. Datasets stay on the local disk:
+reading tens of thousands of small images from a mounted Drive is far slower than one copy of an archive
+(:func:`import_dataset_archive` makes that copy). Outside Colab, local folders are used: the clone's
+``runs/`` and ``figures/`` when the notebook runs inside a clone, else the working directory's.
+``$DSN_LAB_RUNS`` and ``$DSN_LAB_FIGURES`` override both (CI points them at temporary folders).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"
+# The folders drive.mount() shows under its mount point: "My Drive" and the shared drives.
+_DRIVE_TOP = ("MyDrive", "Shareddrives")
+_NAMES_PROJECT = re.compile(r"""^name\s*=\s*["']dsn-lab["']""", re.M)  # in a pyproject.toml
+
+
+def in_colab() -> bool:
+    """True inside a Colab kernel (Colab imports ``google.colab`` into every kernel it starts)."""
+    return "google.colab" in sys.modules
+
+
+def find_checkout(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The clone of this project that holds ``start`` (default: the working directory), or None.
+
+    A clone is a folder with a ``pyproject.toml`` naming the ``dsn-lab`` project, in ``start`` or above it.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _NAMES_PROJECT.search(pyproject.read_text("utf-8", errors="ignore")):
+            return folder
+    return None
+
+
+def drive_mount_point(drive_dir: str | os.PathLike[str]) -> Path:
+    """The folder to mount Drive at for ``drive_dir``: the part before ``MyDrive`` (or ``Shareddrives``)."""
+    path = Path(drive_dir)
+    for i, part in enumerate(path.parts):
+        if part in _DRIVE_TOP and i > 0:
+            return Path(*path.parts[:i])
+    raise ValueError(
+        f"DRIVE_DIR = {str(drive_dir)!r} is not inside a Google Drive mount. Expected a folder under "
+        f"<mount point>/MyDrive/ (or /Shareddrives/), e.g. {DEFAULT_DRIVE_DIR!r}. Fix: change DRIVE_DIR in "
+        "the parameters cell."
+    )
+
+
+def mount_drive(drive_dir: str | os.PathLike[str]) -> Path:
+    """Mount Google Drive (Colab only) where ``drive_dir`` needs it, create ``drive_dir``, return it."""
+    if not in_colab():
+        raise RuntimeError("Google Drive can be mounted only from Colab (google.colab is not loaded here).")
+    mount_point = drive_mount_point(drive_dir)
+    top = Path(drive_dir).relative_to(mount_point).parts[0]
+    if not (mount_point / top).is_dir():  # not mounted yet in this runtime (mounting again only prints)
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(mount_point))
+    folder = Path(drive_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders a notebook uses (see the module docstring for where each one lives)."""
+
+    root: Path  # the clone, or the working directory
+    data: Path  # datasets: $DSN_LAB_DATA or the cache, always on the local disk
+    runs: Path  # checkpoints and histories
+    figures: Path  # figures that carry a result
+    in_colab: bool
+    drive: Path | None = None  # DRIVE_DIR when runs and figures are on Google Drive
+    quick: bool = True
+
+    def fig_path(self, name: str) -> Path:
+        """``<figures>/<name>.png``; QUICK runs write ``<name>-quick.png`` so they never replace a full-run
+        figure."""
+        return self.figures / (f"{name}-quick.png" if self.quick else f"{name}.png")
+
+    def run_dir(self, name: str) -> Path:
+        """The run folder of ``name`` (a preset name): notebook 03 trains into it, 04 and 07 read it."""
+        if not name or any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+            raise ValueError(f"run name {name!r} must be a plain folder name, e.g. a preset name.")
+        return self.runs / name
+
+    def describe(self) -> str:
+        where = f"Google Drive ({self.drive})" if self.drive else "local"
+        return "\n".join([
+            f"Colab: {self.in_colab} | runs and figures: {where}",
+            f"  data    -> {self.data}  (local disk)",
+            f"  runs    -> {self.runs}",
+            f"  figures -> {self.figures}",
+        ])
+
+
+def _data_home() -> Path:
+    env = os.environ.get("DSN_LAB_DATA")
+    if env:
+        return Path(env).expanduser()
+    from dsn_lab.data.fetch import cache_home
+
+    return cache_home()
+
+
+def setup(
+    use_drive: bool = False,
+    drive_dir: str | os.PathLike[str] = DEFAULT_DRIVE_DIR,
+    *,
+    quick: bool = True,
+    verbose: bool = True,
+) -> Workspace:
+    """Decide (and create) the folders of a notebook; on Colab with ``use_drive``, mount Drive first.
+
+    Runs and figures: ``$DSN_LAB_RUNS`` / ``$DSN_LAB_FIGURES`` when set; else ``<drive_dir>/runs`` and
+    ``<drive_dir>/figures`` on Colab with ``use_drive``; else ``runs/`` and ``figures/`` in the clone (or the
+    working directory). Datasets: ``$DSN_LAB_DATA`` or the package cache, on the local disk in every case.
+    """
+    colab = in_colab()
+    drive = None
+    if use_drive and colab:
+        drive = mount_drive(drive_dir)
+    elif use_drive and verbose:
+        print("USE_DRIVE only applies on Colab; using local folders.")
+    root = find_checkout() or Path.cwd().resolve()
+    base = drive if drive is not None else root
+    runs = Path(os.environ.get("DSN_LAB_RUNS") or base / "runs").expanduser()
+    figures = Path(os.environ.get("DSN_LAB_FIGURES") or base / "figures").expanduser()
+    for folder in (runs, figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(root=root, data=_data_home(), runs=runs, figures=figures, in_colab=colab, drive=drive,
+                   quick=quick)
+    if verbose:
+        from dsn_lab import __version__
+
+        print(f"dsn_lab {__version__} | " + ws.describe())
+    return ws
+
+
+# ---------------------------------------------------------------------------------------- a user's archive
+def _on_drive(path: Path) -> bool:
+    """True for a path under a Drive mount point; on Colab, Drive is mounted for it when it is not yet."""
+    try:
+        mount_point = drive_mount_point(path)
+    except ValueError:
+        return False
+    if in_colab() and not any((mount_point / top).is_dir() for top in _DRIVE_TOP):
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(mount_point))
+    return True
+
+
+def import_dataset_archive(
+    archive: str | os.PathLike[str],
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    splits_dir: str | os.PathLike[str] | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Install dataset ``name`` from an archive you have, then count it against the official file lists.
+
+    An archive on Google Drive is copied to the local disk first, then extracted there (once: a dataset
+    already installed at ``root`` is only counted). Returns one row per official (split, domain) list:
+    ``listed`` (lines in the official list), ``found`` (files present), ``missing``, ``expected`` (the
+    published size, where there is one) and ``note`` (why a row has no counts, or that they differ from the
+    published size).
+    """
+    from dsn_lab.data import get_dataset
+    from dsn_lab.data.datasets import SPECS, default_root
+    from dsn_lab.data.fetch import colab_import_from_drive, import_archive
+
+    if name not in SPECS:
+        raise KeyError(f"Unknown dataset {name!r}: an archive can install one of {', '.join(SPECS)}.")
+    spec = SPECS[name]
+    target = Path(root).expanduser() if root is not None else default_root(name)
+    archive = Path(archive).expanduser()
+    if spec.image_root_ok(target):
+        print(f"[dsn_lab] {name}: already installed at {target}; counting it (archive not read again)")
+    elif _on_drive(archive):
+        local = Path(local_dir) if local_dir is not None else _data_home() / "archives"
+        colab_import_from_drive(archive, target, name=name, local_dir=local, progress=progress)
+    else:
+        import_archive(archive, name, target, progress=progress)
+    rows = []
+    for split, domain in spec.lists:
+        row = {"dataset": name, "split": split, "domain": domain, "listed": None, "found": None,
+               "missing": None, "expected": spec.expected.get((split, domain)), "note": ""}
+        try:
+            with warnings.catch_warnings():  # missing images are this table's "missing" column
+                warnings.simplefilter("ignore")
+                ds = get_dataset(name, target, split=split, domain=domain, splits_dir=splits_dir,
+                                 check="exists", on_error="skip", verbose=False)
+        except (OSError, RuntimeError, ValueError) as exc:  # e.g. a list neither in the archive nor reachable
+            row["note"] = str(exc).splitlines()[0]
+        else:
+            found, missing = len(ds), len(ds.skipped)
+            row.update(listed=found + missing, found=found, missing=missing)
+            if row["expected"] is not None and found != row["expected"]:
+                row["note"] = f"differs from the official {row['expected']:,}"
+        rows.append(row)
+    return rows
