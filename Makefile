@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "dsn-lab needs Python >= 3.10 (found " + sys.version.split()[0] + "); set PYTHON=python3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -r $(LOCK) || { echo "make: the lock ($(LOCK), made on Linux x86_64 / CPython 3.11) did not install here; installing unpinned: pip install -e '.[lab,dev]'" >&2; $(PY) -m pip install -e ".[lab,dev]"; }
-	$(PY) -m pip install --no-deps -e .
+	@echo "make: installing the locked packages of $(LOCK) into $(VENV) (a few minutes the first time; on Linux torch is the CUDA build, about 6 GB)"
+	$(PY) -m pip install --quiet -r $(LOCK) || { echo "make: the lock ($(LOCK), made on Linux x86_64 / CPython 3.11) did not install here; installing unpinned: pip install -e '.[lab,dev]'" >&2; $(PY) -m pip install -e ".[lab,dev]"; }
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

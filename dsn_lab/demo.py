@@ -347,6 +347,11 @@ def run_demo(
         + ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
     )
     _say(_gap_table(gap))
+    if quick:
+        _say(
+            f"(--quick: DSN trained {result.planned_steps} steps to check that everything runs; its row is "
+            "not a result. `make demo` trains the full run.)"
+        )
     if warning:
         _say(warning)
 

@@ -514,31 +514,61 @@ NB02 = [
     ),
     md(
         r"""
-        ### The whole objective
+        ### The whole step: `dsn_lab.step.dsn_losses`
 
-        `DSNObjective(cfg)` adds the terms with the config's weights (`w_ce`, `w_kd`, `w_contrastive`,
-        `w_memory`) and switches (`use_kd`, `use_contrastive`, `use_memory`; the ablations of notebook 05).
-        It returns the total and each unweighted term.
+        One call computes every term of one paired batch exactly as the released training step routes it —
+        and it is the function the training loop itself calls, so what you see here is what trains:
+
+        - **one forward** over `[sketch, photo, sketch_v1, photo_v1, sketch_v2, photo_v2]` with the domain flag
+          column (0 sketch, 1 photo), so BatchNorm sees the whole batch;
+        - **CE** on the class logits of the *un-augmented* sketches and photos; **KD** on their KD logits against
+          the frozen teacher (photos only, `kd_domains`);
+        - **SupCon** on the L2-normalised *hashing codes* of the two augmented views;
+        - the **memory bank** updated with the un-augmented *pooled* sketch features, then
+          $1-\cos$(photo feature, sketch centre of its class), detached in the released code (`memory_grad`).
+
+        The total is $\mathcal{L}_{CE} + w_{kd}\mathcal{L}_{KD} + w_{con}\mathcal{L}_{SupCon} +
+        w_{mem}\mathcal{L}_{mem}$ with the config's weights `w_kd = 1.0`, `w_contrastive = 0.1`,
+        `w_memory = 1.0`. The source of the step:
+        """
+    ),
+    code(
+        """
+        import inspect
+
+        import dsn_lab.step as step_lib
+
+        print(inspect.getsource(step_lib.dsn_step))
         """
     ),
     code(
         """
         import pandas as pd
         from dsn_lab.config import get_preset
-        from dsn_lab.losses import DSNObjective
+        from dsn_lab.memory import SketchMemory
+        from dsn_lab.model import build_teacher
+        from dsn_lab.step import dsn_losses
 
-        cfg = get_preset("cpu-quick", hashing_dim=HASHING_DIM)
-        objective = DSNObjective(cfg)
-        y = torch.tensor([0, 1, 0, 1])
-        result = objective(
-            logits=torch.randn(4, NUM_CLASSES, generator=g), labels=y,
-            kd_logits=student, teacher_logits=teacher, domain=domain, cid_mask=cid_rows,
-            contrastive_features=random_feats[:4], memory_loss=torch.tensor(0.4),
-        )
+        cfg = get_preset("sketchy-s1-released", hashing_dim=HASHING_DIM, pretrained=PRETRAINED)
+        print("quirks in force (faithful=True):", cfg.quirks())
+        SIZE = 64  # small random images: this cell shows the routing, not a result
+        labels_s, labels_p = torch.tensor([0, 1]), torch.tensor([0, 1])
+        images = lambda n: torch.randn(n, 3, SIZE, SIZE, generator=g)  # noqa: E731
+        batch = {
+            "sketch": images(2), "photo": images(2), "sketch_label": labels_s, "photo_label": labels_p,
+            "sketch_views": [images(2), images(2)], "photo_views": [images(2), images(2)],
+        }
+        # The frozen ImageNet teacher needs the hub's weights; offline (PRETRAINED = False) the model's own
+        # KD head stands in for it, which is enough to see the routing.
+        teacher = build_teacher(cfg) or (lambda x, d: model(x, d)[1])
+        memory = SketchMemory(NUM_CLASSES, cfg.memory_slots, model.feature_dim, faithful=True).to(DEVICE)
+        cid_rows = torch.zeros(NUM_CLASSES, 1000, device=DEVICE)  # notebook 01 shows the real WordNet table
+        with torch.no_grad():
+            losses = dsn_losses(model, batch, cfg, teacher=teacher, memory=memory, cid_mask=cid_rows)
         weights = {"ce": cfg.w_ce, "kd": cfg.w_kd, "contrastive": cfg.w_contrastive, "memory": cfg.w_memory}
         table = pd.DataFrame([{"term": k, "value": v.item(), "weight": weights[k], "weighted": weights[k] * v.item()}
-                              for k, v in result.terms.items()]).set_index("term")
-        table.loc["total"] = {"value": float("nan"), "weight": float("nan"), "weighted": result.total.item()}
+                              for k, v in losses.items() if k != "total"]).set_index("term")
+        table.loc["total"] = {"value": float("nan"), "weight": float("nan"), "weighted": losses["total"].item()}
         table.round(4)
         """
     ),
@@ -1677,6 +1707,23 @@ NB03 = [
         cfg = get_preset(PRESET, output_dir=str(WS.run_dir(PRESET)), data_root=str(data_root) if data_root else None,
                          **OVERRIDES)
         print(f"differences from the DSN defaults: {cfg.diff(type(cfg)(), ignore=('notes',))}")
+        print(f"fidelity fields in force (faithful={cfg.faithful}): {cfg.quirks()}")
+        """
+    ),
+    md(
+        """
+        Every optimiser step of the loop runs `dsn_lab.step.dsn_step` — the same step notebook 02 opens with
+        `dsn_losses` — on one paired batch; the trainer adds only AMP, DDP, accumulation and fault handling
+        around it. Here is the trainer's call:
+        """
+    ),
+    code(
+        """
+        import inspect
+
+        from dsn_lab.train import _Trainer
+
+        print(inspect.getsource(_Trainer._step_losses))
         """
     ),
     md(

@@ -40,3 +40,22 @@ def test_failure_modes_table_is_current():
 def test_no_unfilled_section_markers():
     left = re.findall(r"<!-- [A-Z]+ -->", README.read_text(encoding="utf-8"))
     assert not left, f"README.md still has placeholder markers {left}"
+
+
+def test_readme_names_every_preset_and_every_paper_fix():
+    """The reproduction section lists each preset and has one table row per fix the *-paper presets make
+    (dsn_lab.config.PAPER_FIXES / PAPER_SPEED), each a real config field: adding a quirk without documenting
+    it, or renaming a field, fails here."""
+    import dataclasses
+
+    from dsn_lab.config import PAPER_FIXES, PAPER_SPEED, PRESETS, DSNConfig
+
+    text = README.read_text(encoding="utf-8")
+    missing_presets = [name for name in PRESETS if f"`{name}`" not in text]
+    assert not missing_presets, f"README.md does not name the presets {missing_presets}"
+    fields = {f.name for f in dataclasses.fields(DSNConfig)}
+    table = re.search(r"\| field \(one per quirk\).*?\n\n", text, re.S)
+    assert table, "README.md needs the '| field (one per quirk) |' table of released vs paper presets"
+    for name in {**PAPER_FIXES, **PAPER_SPEED}:
+        assert name in fields, f"PAPER_FIXES names {name!r}, which is not a DSNConfig field"
+        assert f"`{name}`" in table.group(0), f"the README's fixes table has no row for `{name}`"
