@@ -114,7 +114,7 @@ def test_installers_use_the_lock(installer):
 def test_ci_walks_the_front_door_after_the_suite():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     commands = [line.strip() for line in ci if line.strip().startswith("make ")]
-    assert commands[:2] == ["make test", "make front-door"], commands
+    assert commands[0] == "make test" and "make front-door" in commands, commands
     script = (ROOT / "scripts" / "front_door_check.sh").read_text(encoding="utf-8")
     assert "unshare -m" in script and "/usr/share/wordnet" in script
     assert re.search(r'DEMO_ARGS-+-quick', script), "the walk runs make demo with DEMO_ARGS=--quick"
