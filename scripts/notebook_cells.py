@@ -1651,9 +1651,11 @@ NB03 = [
         3. the same call with `resume=True` continuing from the last checkpoint, with **live loss curves**;
         4. the measured time per step and per epoch.
 
-        **GPU**: the paper presets (`sketchy-s1-paper`, `tuberlin-paper`) need a GPU and the dataset (notebook
-        01): about 20 epochs × 1,700 steps. On a CPU this notebook falls back to the offline `emoji-*` presets;
-        with `QUICK = True` the run is a few steps long.
+        **GPU**: the reproduction presets (`sketchy-s1-released` / `-paper`, `tuberlin-released` / `-paper`)
+        need a GPU and the dataset (notebook 01). As released, Sketchy trains 20 epochs × 1,068 steps (seed 1)
+        and keeps the epoch with the best paired ITQ mAP of held-out sketch/photo pairs; TU-Berlin trains 16
+        epochs (seed 2021) and keeps the last epoch. On a CPU this notebook falls back to the offline `emoji-*`
+        presets; with `QUICK = True` the run is a few steps long.
         """
     ),
     params(
