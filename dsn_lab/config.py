@@ -309,62 +309,56 @@ def _released_notes(script: str, rule: str) -> dict[str, Any]:
     return {"recipe": _RELEASED_NOTE.format(script=script, rule=rule)}
 
 
+# What each released training script fixes per dataset: epochs, seed and validate_paired's batches
+# (train_cse_resnet_sketchy_ext.py: 20 epochs, seed 1, 300 batches; train_cse_resnet_tuberlin_ext.py:
+# 16 epochs, seed 2021, test_num=500, model_best.pth.tar written every epoch: the last epoch is tested).
+_RELEASED_RUNS: dict[str, dict[str, Any]] = {
+    "sketchy-s1": dict(build=_sketchy, script="train_cse_resnet_sketchy_ext.py", rule=_SKETCHY_RULE,
+                       epochs=20, seed=1, val_batches=300),
+    "tuberlin": dict(build=_tuberlin, script="train_cse_resnet_tuberlin_ext.py", rule=_TUBERLIN_RULE,
+                     epochs=16, seed=2021, val_batches=500),
+}
+
+
+def _released(dataset: str, hashing_dim: int) -> DSNConfig:
+    """DSN as the released script trains it, quirks included (faithful=True)."""
+    run = _RELEASED_RUNS[dataset]
+    suffix = "" if hashing_dim == 64 else f"-{hashing_dim}"
+    script = run["script"] + ("" if hashing_dim == 64 else f" --num_hashing {hashing_dim}")
+    return run["build"](
+        hashing_dim=hashing_dim,
+        faithful=True,
+        epochs=run["epochs"],
+        seed=run["seed"],
+        selection="released",
+        val_batches=run["val_batches"],
+        output_dir=f"runs/{dataset}-released{suffix}",
+        notes=_released_notes(script, run["rule"]),
+    )
+
+
+def _paper(dataset: str, hashing_dim: int) -> DSNConfig:
+    """The released hyper-parameters (batches, lr, schedule, epochs, seeds, loss weights) with the defects
+    fixed: faithful=False, every fix named in notes["fixes"] (PAPER_FIXES)."""
+    run = _RELEASED_RUNS[dataset]
+    suffix = "" if hashing_dim == 64 else f"-{hashing_dim}"
+    return run["build"](
+        hashing_dim=hashing_dim,
+        epochs=run["epochs"],
+        seed=run["seed"],
+        output_dir=f"runs/{dataset}-paper{suffix}",
+        notes=_paper_notes(),
+    )
+
+
 PRESETS: dict[str, DSNConfig] = {
-    # DSN as released, quirks included (Sketchy: train_cse_resnet_sketchy_ext.py, 20 epochs, seed 1)
-    "sketchy-s1-released": _sketchy(
-        hashing_dim=64,
-        faithful=True,
-        epochs=20,
-        seed=1,
-        selection="released",
-        val_batches=300,
-        output_dir="runs/sketchy-s1-released",
-        notes=_released_notes("train_cse_resnet_sketchy_ext.py", _SKETCHY_RULE),
-    ),
-    "sketchy-s1-released-512": _sketchy(
-        hashing_dim=512,
-        faithful=True,
-        epochs=20,
-        seed=1,
-        selection="released",
-        val_batches=300,
-        output_dir="runs/sketchy-s1-released-512",
-        notes=_released_notes("train_cse_resnet_sketchy_ext.py --num_hashing 512", _SKETCHY_RULE),
-    ),
-    # train_cse_resnet_tuberlin_ext.py: 16 epochs, seed 2021, validate_paired(test_num=500), and
-    # model_best.pth.tar written every epoch (the last epoch is what gets tested)
-    "tuberlin-released": _tuberlin(
-        hashing_dim=64,
-        faithful=True,
-        epochs=16,
-        seed=2021,
-        selection="released",
-        val_batches=500,
-        output_dir="runs/tuberlin-released",
-        notes=_released_notes("train_cse_resnet_tuberlin_ext.py", _TUBERLIN_RULE),
-    ),
-    "tuberlin-released-512": _tuberlin(
-        hashing_dim=512,
-        faithful=True,
-        epochs=16,
-        seed=2021,
-        selection="released",
-        val_batches=500,
-        output_dir="runs/tuberlin-released-512",
-        notes=_released_notes("train_cse_resnet_tuberlin_ext.py --num_hashing 512", _TUBERLIN_RULE),
-    ),
-    # The released hyper-parameters (batches, lr, schedule, epochs, seeds, loss weights) with the defects
-    # fixed: faithful=False, every fix named in notes["fixes"] (PAPER_FIXES)
-    "sketchy-s1-paper": _sketchy(hashing_dim=64, output_dir="runs/sketchy-s1-paper", notes=_paper_notes()),
-    "sketchy-s1-paper-512": _sketchy(
-        hashing_dim=512, output_dir="runs/sketchy-s1-paper-512", notes=_paper_notes()
-    ),
-    "tuberlin-paper": _tuberlin(
-        hashing_dim=64, epochs=16, seed=2021, output_dir="runs/tuberlin-paper", notes=_paper_notes()
-    ),
-    "tuberlin-paper-512": _tuberlin(
-        hashing_dim=512, epochs=16, seed=2021, output_dir="runs/tuberlin-paper-512", notes=_paper_notes()
-    ),
+    # the released scripts and their fixed twins, 64-d and 512-d: named after their run folders
+    **{
+        cfg.output_dir.removeprefix("runs/"): cfg
+        for make in (_released, _paper)
+        for dataset in _RELEASED_RUNS
+        for cfg in (make(dataset, 64), make(dataset, 512))
+    },
     # Extensions (not in the paper): Sketchy split 2 (104/21) and QuickDraw-Ext.
     "sketchy-s2": DSNConfig(dataset="sketchy-s2", output_dir="runs/sketchy-s2"),
     "quickdraw": DSNConfig(dataset="quickdraw", output_dir="runs/quickdraw"),

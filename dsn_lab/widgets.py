@@ -45,7 +45,6 @@ import functools
 import hashlib
 import html
 import io
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,6 +55,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from dsn_lab.colab import in_colab
 
 __all__ = [
     "Explorer",
@@ -619,7 +620,7 @@ def enable_colab_widgets() -> bool:
     manager to every widget display that follows, so it must run before the explorer is displayed.
     """
     global _colab_widgets_enabled
-    if "google.colab" not in sys.modules:
+    if not in_colab():
         return False
     if not _colab_widgets_enabled:
         try:
