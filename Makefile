@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements/lock.txt
 PYTEST_WORKERS ?= 2
 
-.PHONY: install sysdeps demo demo-quick figures test test-fast front-door lint lock bench clean
+.PHONY: install sysdeps demo demo-quick figures test test-fast front-door lint format notebooks lock bench clean
 
 # Installs the exact versions of requirements/lock.txt (runtime + [lab] + [dev]), then the package itself
 # without resolving again, so a run today and a run next year get the same packages. `pip install -e .` is the
@@ -49,8 +49,22 @@ front-door:
 test-fast: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" -ra $(PYTEST_ARGS)
 
+# ruff lints and checks the formatting of the package, tests, scripts and the notebooks' paired .py sources;
+# lint-imports checks the one-way house (pyproject.toml [tool.importlinter]).
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+	$(PY) -m jupytext --sync notebooks/[0-9][0-9]_*.ipynb
+
+# notebooks/NN_name.py is what you edit (any editor, or Jupyter with jupytext installed); this brings the paired
+# .ipynb up to date, and the reverse when the .ipynb is the newer one. tests/test_notebooks.py checks the pairs.
+notebooks: install
+	$(PY) -m jupytext --sync notebooks/[0-9][0-9]_*.ipynb
 
 lock:
 	bash scripts/lock_requirements.sh

@@ -16,12 +16,11 @@ import time
 
 import torch
 
-from dsn_lab import embed
+from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.data import get_dataset
 from dsn_lab.data.transforms import eval_transform
 from dsn_lab.embed import compute_features
 from dsn_lab.metrics import evaluate_retrieval
-from dsn_lab.train import load_trained_model
 
 METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
 
@@ -30,16 +29,11 @@ def embed_and_score(model, cfg, query, gallery, device: torch.device, reduced: b
     cuda = device.type == "cuda"
     tf = eval_transform(cfg.image_size)
     start = time.perf_counter()
-    # compute_features opens its own (disabled) autocast on the CPU, which would override an outer one: for
-    # the CPU row, swap in a bf16 CPU autocast for the duration of this call only
-    original = embed._amp_context
-    if reduced and not cuda:
-        embed._amp_context = lambda dev, amp: torch.autocast("cpu", dtype=torch.bfloat16)
-    try:
-        q, ql = compute_features(model, query, domain=0, device=device, amp=reduced and cuda, transform=tf)
-        g, gl = compute_features(model, gallery, domain=1, device=device, amp=reduced and cuda, transform=tf)
-    finally:
-        embed._amp_context = original
+    # on the CPU the package's AMP policy is fp32 (amp=True changes nothing there): for the CPU row, ask the
+    # one embedding loop for bf16 autocast explicitly
+    amp = (True if cuda else torch.bfloat16) if reduced else False
+    q, ql = compute_features(model, query, domain=0, device=device, amp=amp, transform=tf)
+    g, gl = compute_features(model, gallery, domain=1, device=device, amp=amp, transform=tf)
     seconds = time.perf_counter() - start
     res = evaluate_retrieval(q, ql, g, gl)
     return {k: float(res[k]) for k in METRICS}, seconds
@@ -59,8 +53,10 @@ def main() -> None:
     rows = {}
     for name, reduced in (("fp32 (default)", False), ("bf16 autocast", True)):
         rows[name] = embed_and_score(model, cfg, query, gallery, device, reduced)
-    print(f"{args.checkpoint}: {cfg.dataset} {args.split}, {len(query)} queries x {len(gallery)} photos, "
-          f"device {device}, torch {torch.__version__}")
+    print(
+        f"{args.checkpoint}: {cfg.dataset} {args.split}, {len(query)} queries x {len(gallery)} photos, "
+        f"device {device}, torch {torch.__version__}"
+    )
     print(f"{'features':<16}" + "".join(f"{m:>10}" for m in METRICS) + f"{'embed s':>10}")
     for name, (metrics, seconds) in rows.items():
         print(f"{name:<16}" + "".join(f"{metrics[m]:>10.4f}" for m in METRICS) + f"{seconds:>10.1f}")

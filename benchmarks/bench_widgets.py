@@ -39,8 +39,9 @@ def synthetic_pool(n: int, size: int, seed: int = 0) -> list[Image.Image]:
     return pool
 
 
-def make_explorer(n_gallery: int, n_queries: int, dim: int, n_classes: int, n_models: int, thumbs: Thumbnails,
-                  seed: int = 0) -> Explorer:
+def make_explorer(
+    n_gallery: int, n_queries: int, dim: int, n_classes: int, n_models: int, thumbs: Thumbnails, seed: int = 0
+) -> Explorer:
     rng = np.random.default_rng(seed)
     g_labels = rng.integers(0, n_classes, n_gallery)
     q_labels = rng.integers(0, n_classes, n_queries)
@@ -53,10 +54,16 @@ def make_explorer(n_gallery: int, n_queries: int, dim: int, n_classes: int, n_mo
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         sets.append(FeatureSet(["DSN", "baseline"][m], g, q))
     qthumbs = Thumbnails.from_images(synthetic_pool(16, 96, seed + 1), size=96)
-    qthumbs.loader = (lambda pool: (lambda i: pool[i % len(pool)]))(synthetic_pool(16, 96, seed + 1))
+    qthumbs.loader = (lambda pool: lambda i: pool[i % len(pool)])(synthetic_pool(16, 96, seed + 1))
     qthumbs.n = n_queries
-    return Explorer(sets, g_labels, [f"class{c}" for c in range(n_classes)], query_labels=q_labels,
-                    gallery_thumbs=thumbs, query_thumbs=qthumbs)
+    return Explorer(
+        sets,
+        g_labels,
+        [f"class{c}" for c in range(n_classes)],
+        query_labels=q_labels,
+        gallery_thumbs=thumbs,
+        query_thumbs=qthumbs,
+    )
 
 
 def time_queries(w: RetrievalExplorer, queries: list[int]) -> list[float]:
@@ -97,17 +104,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     pool = synthetic_pool(args.thumb_pool, args.photo_size)
-    print(f"# explorer per-query response ({platform.processor() or platform.machine()}, "
-          f"torch threads {torch.get_num_threads()}, gallery {args.gallery:,}, "
-          f"budget {args.budget_ms:.0f} ms)\n")
+    print(
+        f"# explorer per-query response ({platform.processor() or platform.machine()}, "
+        f"torch threads {torch.get_num_threads()}, gallery {args.gallery:,}, "
+        f"budget {args.budget_ms:.0f} ms)\n"
+    )
 
     warm = Thumbnails(lambda i: pool[i % len(pool)], args.gallery, size=96)
     t0 = time.perf_counter()
     warm.precompute(progress=False)
     precompute_s = time.perf_counter() - t0
 
-    lines = ["| scenario | queries | median ms | p95 ms | max ms | p95 <= budget |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | queries | median ms | p95 ms | max ms | p95 <= budget |",
+        "|---|---|---|---|---|---|",
+    ]
     setup = []
     for dim in args.dims:
         for n_models in (1, 2):
@@ -125,8 +136,10 @@ def main() -> None:
                 lines.append(row(f"{tag}, real-valued, k={k}", time_queries(w, pick()), args.budget_ms))
             t0 = time.perf_counter()
             w.codes.value = "binary (ITQ)"  # first use fits ITQ on the gallery (once per checkpoint)
-            setup.append(f"ITQ fit + gallery codes, {dim}-d, {n_models} checkpoint(s): "
-                         f"{(time.perf_counter() - t0) * 1000:.0f} ms (once)")
+            setup.append(
+                f"ITQ fit + gallery codes, {dim}-d, {n_models} checkpoint(s): "
+                f"{(time.perf_counter() - t0) * 1000:.0f} ms (once)"
+            )
             lines.append(row(f"{tag}, binary ITQ, k=50", time_queries(w, pick()), args.budget_ms))
             if n_models == 1:
                 # rank and draw separately (real-valued, k=50)
@@ -147,11 +160,18 @@ def main() -> None:
     w = RetrievalExplorer(ex, k=50)
     rng = np.random.default_rng(7)
     qs = [int(v) for v in rng.choice([v for _, v in w.query.options], args.queries, replace=False)]
-    lines.append(row(f"{args.dims[0]}-d, cold thumbnails ({args.photo_size} px sources), k=50",
-                     time_queries(w, qs), args.budget_ms))
+    lines.append(
+        row(
+            f"{args.dims[0]}-d, cold thumbnails ({args.photo_size} px sources), k=50",
+            time_queries(w, qs),
+            args.budget_ms,
+        )
+    )
     print("\n".join(lines))
-    print(f"\nthumbnail precompute: {args.gallery:,} images in {precompute_s:.1f} s "
-          f"({precompute_s / args.gallery * 1000:.2f} ms each, once; cached on disk with cache_dir)")
+    print(
+        f"\nthumbnail precompute: {args.gallery:,} images in {precompute_s:.1f} s "
+        f"({precompute_s / args.gallery * 1000:.2f} ms each, once; cached on disk with cache_dir)"
+    )
     for s in setup:
         print(s)
 
@@ -173,8 +193,10 @@ def main() -> None:
             t0 = time.perf_counter()
             enc(img)
             times.append((time.perf_counter() - t0) * 1000.0)
-        print(f"encode one query ({preset}: {cfg.backbone} at {cfg.image_size} px): "
-              f"median {statistics.median(times):.0f} ms (not part of the per-query budget)")
+        print(
+            f"encode one query ({preset}: {cfg.backbone} at {cfg.image_size} px): "
+            f"median {statistics.median(times):.0f} ms (not part of the per-query budget)"
+        )
 
 
 if __name__ == "__main__":

@@ -58,3 +58,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
         if fsync:
             os.fsync(fh.fileno())
     return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: run records, histories, JSON results."""
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync, suffix="")

@@ -31,6 +31,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+
+from dsn_lab.inference import encode
 
 __all__ = ["domain_gap", "project", "DomainGapCallback", "GAP_KEYS", "rbf_mmd2"]
 
@@ -421,8 +424,6 @@ class DomainGapCallback:
 
     @staticmethod
     def _prepare(data: Any, name: str, max_samples: int | None, rng: np.random.Generator):
-        import torch
-
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
             images, labels = data
             labels = torch.as_tensor(labels).reshape(-1)
@@ -447,8 +448,6 @@ class DomainGapCallback:
         return images, labels, idx
 
     def _batches(self, prepared):
-        import torch
-
         images, labels, idx = prepared
         for start in range(0, len(idx), self.batch_size):
             chunk = idx[start : start + self.batch_size]
@@ -469,37 +468,15 @@ class DomainGapCallback:
                 )
 
     def encode(self, model: Any, prepared, domain: int):
-        """Features [N, D] (float32 numpy) and labels [N] of one domain's subset."""
-        import torch
-
-        device = self.device
-        if device is None:
-            param = next(iter(model.parameters()), None)
-            device = param.device if param is not None else "cpu"
-        feats, labs = [], []
-        with torch.no_grad():
-            for images, labels in self._batches(prepared):
-                out = model(images.to(device), domain)
-                attr = "code" if self.feature == "code" else "features"
-                if not hasattr(out, attr):
-                    raise TypeError(
-                        f"DomainGapCallback: model output {type(out).__name__} has no .{attr}; the model "
-                        "must return dsn_lab.model.DSNOutput(logits, kd_logits, code, features)"
-                    )
-                f = getattr(out, attr)
-                feats.append(f.detach().float().reshape(len(images), -1).cpu().numpy())
-                labs.append(labels.reshape(-1).cpu().numpy())
-        return np.concatenate(feats), np.concatenate(labs)
+        """Features [N, D] (float32 numpy) and labels [N] of one domain's subset (the package's one
+        embedding loop, :func:`dsn_lab.inference.encode`: eval mode, no gradient, fp32)."""
+        output = "code" if self.feature == "code" else "features"
+        return encode(model, self._batches(prepared), domain=domain, device=self.device, output=output)
 
     def __call__(self, model: Any, epoch: int, step: int) -> dict[str, float]:
         if epoch % self.every != 0:
             return {}
-        was_training = bool(getattr(model, "training", False))
-        model.eval()
-        try:
-            xs, ls = self.encode(model, self._sketch, 0)
-            xp, lp = self.encode(model, self._photo, 1)
-        finally:
-            model.train(was_training)
+        xs, ls = self.encode(model, self._sketch, 0)
+        xp, lp = self.encode(model, self._photo, 1)
         gap = domain_gap(xs, ls, xp, lp, seed=self.seed, **self.gap_kwargs)
         return {f"{self.prefix}{k}": float(v) for k, v in gap.items()}

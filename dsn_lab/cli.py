@@ -1,12 +1,43 @@
-"""Command line: ``python -m dsn_lab {demo,train,evaluate,data} ...`` (``--help`` on each)."""
+"""Command line: ``python -m dsn_lab {demo,train,evaluate,data,emojisketch} ...`` (``--help`` on each).
+
+The one CLI tree of the package: every argparse parser lives here (the data layer has none).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any
+
+from dsn_lab._atomic import atomic_write_text
+from dsn_lab.checkpoint import CheckpointError
+from dsn_lab.config import PRESETS, DSNConfig, get_preset
+from dsn_lab.data import (
+    DATASET_NAMES,
+    SPECS,
+    ChecksumError,
+    DatasetImageError,
+    DatasetLayoutError,
+    DownloadError,
+    SplitError,
+    default_root,
+    emojisketch,
+    fetch_dataset,
+    get_dataset,
+    import_archive,
+)
+from dsn_lab.data.datasets import emojisketch_expected, emojisketch_splits
+from dsn_lab.data.registry import ARCHIVES, SPLIT_FILES
+from dsn_lab.demo import run_demo
+from dsn_lab.embed import evaluate_checkpoint, evaluate_frozen_backbone, format_results_table
+from dsn_lab.preflight import PreflightError, preflight
+from dsn_lab.provenance import environment_differences, format_environment
+from dsn_lab.train import TrainingDivergedError, train
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -16,10 +47,6 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     ``none``/``null`` gives None, anything else is parsed as JSON first (numbers, lists, dicts) and kept as
     a string otherwise. An unknown field raises a ValueError listing the known ones.
     """
-    import dataclasses
-
-    from dsn_lab.config import DSNConfig
-
     defaults = {f.name: getattr(DSNConfig(), f.name) for f in dataclasses.fields(DSNConfig)}
     out: dict[str, Any] = {}
     for item in items or []:
@@ -95,8 +122,6 @@ def _add_train(sub: Any) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from dsn_lab.config import PRESETS, get_preset
-
     if args.list_presets:
         for name, cfg in PRESETS.items():
             print(
@@ -115,11 +140,6 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_json())
         return 0
-    from dsn_lab.data.datasets import DatasetImageError, DatasetLayoutError, SplitError
-    from dsn_lab.data.fetch import ChecksumError, DownloadError
-    from dsn_lab.preflight import PreflightError, preflight
-    from dsn_lab.train import CheckpointError, TrainingDivergedError, train
-
     try:  # what the run needs, before the model is built or any list is downloaded
         preflight(cfg, data_root=args.data_root or cfg.data_root, output_dirs=[cfg.output_dir])
     except PreflightError as exc:
@@ -193,9 +213,6 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from dsn_lab.embed import evaluate_checkpoint, format_results_table
-    from dsn_lab.train import CheckpointError
-
     ckpt = args.checkpoint
     cache = None if args.no_cache else (args.cache_dir or ckpt.parent / "features")
     try:
@@ -215,9 +232,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out = args.output or ckpt.parent / f"results_{args.split}.json"
-    from dsn_lab.train import _atomic_write_text
-
-    _atomic_write_text(Path(out), json.dumps(res, indent=2))
+    atomic_write_text(Path(out), json.dumps(res, indent=2))
     print(format_results_table(res))
     print(format_run_environment(res))
     print(f"results written to {out}")
@@ -226,8 +241,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def format_run_environment(res: dict[str, Any]) -> str:
     """The environment that trained the checkpoint (and, where it differs, the one that evaluated it)."""
-    from dsn_lab.provenance import environment_differences, format_environment
-
     trained, now = res.get("environment"), res.get("eval_environment")
     if not trained:
         return "trained in: unknown (the run folder has no environment.json: an older dsn_lab)"
@@ -300,9 +313,6 @@ def _add_demo(sub: Any) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from dsn_lab.demo import run_demo
-    from dsn_lab.preflight import PreflightError
-
     try:
         overrides = parse_set(args.overrides)
     except ValueError as exc:
@@ -325,11 +335,216 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------
+# data: fetch, import and inspect datasets
+# ---------------------------------------------------------------------------------------------------
+def _add_data(sub: Any) -> None:
+    parser = sub.add_parser("data", help="fetch, import and inspect datasets")
+    parser.set_defaults(handler=_run_data)
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+
+    p = actions.add_parser(
+        "fetch",
+        help="download (where public) and install a dataset and its official split files",
+        description="Download and install NAME with its official split lists (pinned, sha256-checked). "
+        "emojisketch is built from npm packages. Downloads resume when run again.",
+    )
+    p.add_argument("name", choices=DATASET_NAMES, metavar="NAME", help=f"one of: {', '.join(DATASET_NAMES)}")
+    p.add_argument(
+        "--root", type=Path, help="dataset folder (default: $DSN_LAB_DATA/<name> or ~/.cache/dsn_lab/<name>)"
+    )
+    p.add_argument(
+        "--splits-only", action="store_true", help="only fetch and verify the official split lists"
+    )
+    p.add_argument("--splits-dir", type=Path, help="folder with local copies of the split lists")
+    p.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive in the cache")
+    p.add_argument(
+        "--variant", default="full", choices=("full", "tiny"), help="emojisketch only: full or tiny"
+    )
+
+    p = actions.add_parser(
+        "import",
+        help="install a dataset from an archive you already have",
+        description="Bring your own archive (licence-restricted data, or a download done in a "
+        "browser): extract ARCHIVE next to the dataset root and move the dataset folder into place.",
+    )
+    p.add_argument(
+        "archive", type=Path, metavar="ARCHIVE", help=".zip or .tar(.gz) holding the dataset folders"
+    )
+    p.add_argument(
+        "--name", required=True, choices=DATASET_NAMES, metavar="NAME", help="dataset the archive holds"
+    )
+    p.add_argument("--root", type=Path, help="where to install (default: the dataset's default root)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty root")
+
+    p = actions.add_parser(
+        "info",
+        help="counts per split and domain, checked against the official sizes",
+        description="Print a table of images and classes per split/domain for NAME.",
+    )
+    p.add_argument("name", choices=DATASET_NAMES, metavar="NAME", help=f"one of: {', '.join(DATASET_NAMES)}")
+    p.add_argument("--root", type=Path, help="dataset folder (default: the dataset's default root)")
+    p.add_argument("--splits-dir", type=Path, help="folder with local copies of the split lists")
+    p.add_argument(
+        "--check",
+        default="exists",
+        choices=("none", "exists", "decode"),
+        help="none: count the lists only; exists: also look for each file; decode: also decode each image",
+    )
+
+    actions.add_parser(
+        "sources",
+        help="list the registry of download sources",
+        description="Show every pinned split file and image archive (URL, size, sha256).",
+    )
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    try:
+        if args.data_command == "fetch":
+            if args.name == "emojisketch":
+                print(emojisketch.ensure_emojisketch(args.root, variant=args.variant))
+                return 0
+            root = fetch_dataset(
+                args.name,
+                args.root,
+                splits_only=args.splits_only,
+                keep_archive=args.keep_archive,
+                splits_dir=args.splits_dir,
+            )
+            print(f"[dsn_lab] {args.name}: ready at {root}")
+            return 0
+        if args.data_command == "import":
+            import_archive(args.archive, args.name, args.root, overwrite=args.overwrite)
+            return 0
+        if args.data_command == "info":
+            return _data_info(args)
+        if args.data_command == "sources":
+            return _data_sources()
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        print(f"error: {exc}")
+        return 1
+    raise AssertionError(args.data_command)
+
+
+def _short(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    root = args.root or default_root(args.name)
+    if args.name == "emojisketch":  # expected: the counts its build recorded, as loading checks them
+        pairs, expected = emojisketch_splits(root), emojisketch_expected(root)
+    else:
+        pairs, expected = list(SPECS[args.name].lists), SPECS[args.name].expected
+    if not pairs:
+        print(f"{args.name}: nothing at {root}. Run: python -m dsn_lab data fetch {args.name}")
+        return 1
+    have_images = root.is_dir()
+    check = args.check if have_images else "none"
+    rows = []
+    status = 0
+    for split, domain in pairs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ds = get_dataset(
+                    args.name,
+                    root,
+                    split=split,
+                    domain=domain,
+                    splits_dir=args.splits_dir,
+                    check=check,
+                    on_error="skip",
+                    verbose=False,
+                    build=False,
+                )
+                n, n_cls, skipped = len(ds), len(ds.classes), len(ds.skipped)
+                note = (
+                    f"{skipped:,} missing/unreadable"
+                    if skipped
+                    else ("lists only" if check == "none" else "ok")
+                )
+            except Exception as exc:  # a table row per problem, not a traceback
+                n, n_cls, note, status = None, None, _short(f"error: {str(exc).splitlines()[0]}"), 1
+        exp = expected.get((split, domain))
+        if n is not None and exp is not None and n != exp:
+            note += f"; differs from the official {exp:,}"
+        del caught
+        rows.append(
+            (
+                split,
+                domain,
+                "-" if n is None else f"{n:,}",
+                "-" if n_cls is None else str(n_cls),
+                "-" if exp is None else f"{exp:,}",
+                note,
+            )
+        )
+    header = ("split", "domain", "images", "classes", "expected", "status")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(
+        f"{args.name} at {root}" + ("" if have_images else "  (no images there: counts from the split lists)")
+    )
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return status
+
+
+def _data_sources() -> int:
+    print("Image archives:")
+    for src in ARCHIVES.values():
+        print(
+            f"  {src.key}: {src.url}\n    holds {', '.join(src.layouts)}; "
+            f"sha256 {src.sha256 or 'not pinned'}\n"
+            f"    {src.note}"
+        )
+    print("Official split files (pinned commits):")
+    for rf in SPLIT_FILES.values():
+        pin = f"sha256 {rf.sha256}" if rf.sha256 else f"git blob {rf.git_blob}"
+        print(f"  {rf.url}\n    {'?' if rf.size is None else f'{rf.size:,}'} bytes, {pin}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# emojisketch: the card of the offline benchmark, and the frozen-ImageNet score on it
+# ---------------------------------------------------------------------------------------------------
+def _add_emojisketch(sub: Any) -> None:
+    p = sub.add_parser(
+        "emojisketch",
+        help="build EmojiSketch on first use and print its card (--baseline: the frozen-ImageNet mAP)",
+        description=(emojisketch.__doc__ or "").split("\n\n")[0],
+    )
+    p.add_argument("--root", help="EmojiSketch folder (default: the user cache)")
+    p.add_argument("--variant", default="full", choices=("full", "tiny"))
+    p.add_argument("--baseline", action="store_true", help="also score frozen ImageNet EfficientNet-Lite0")
+    p.add_argument(
+        "--quick", action="store_true", help="baseline on at most 64 sketches/photos (a smoke test)"
+    )
+    p.set_defaults(handler=_run_emojisketch)
+
+
+def _run_emojisketch(args: argparse.Namespace) -> int:
+    root = emojisketch.ensure_emojisketch(args.root, args.variant)
+    print(emojisketch.card(root))
+    if args.baseline:
+        t0 = time.perf_counter()
+        res = evaluate_frozen_backbone(root, max_per_split=64 if args.quick else None)
+        print(
+            "frozen ImageNet EfficientNet-Lite0, unseen classes, sketch -> photo "
+            f"({time.perf_counter() - t0:.0f} s):"
+        )
+        for k, v in res.items():
+            print(f"  {k}: {v:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dsn_lab",
         description="DSN (IJCAI 2021) zero-shot sketch-based image retrieval: demo, training, evaluation, "
-        "data.",
+        "data, the EmojiSketch benchmark.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -337,12 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_evaluate(sub)
-
-    from dsn_lab.data import cli as data_cli
-
-    data_parser = sub.add_parser("data", help="fetch, import and inspect datasets")
-    data_cli.add_arguments(data_parser)
-    data_parser.set_defaults(handler=data_cli.run)
+    _add_data(sub)
+    _add_emojisketch(sub)
     return parser
 
 

@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsn_lab import __version__
+from dsn_lab._cache import data_home
+from dsn_lab.data import get_dataset
+from dsn_lab.data.datasets import SPECS, default_root
+from dsn_lab.data.fetch import colab_import_from_drive, import_archive
+
 DEFAULT_DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"
 # The folders drive.mount() shows under its mount point: "My Drive" and the shared drives.
 _DRIVE_TOP = ("MyDrive", "Shareddrives")
@@ -96,21 +102,14 @@ class Workspace:
 
     def describe(self) -> str:
         where = f"Google Drive ({self.drive})" if self.drive else "local"
-        return "\n".join([
-            f"Colab: {self.in_colab} | runs and figures: {where}",
-            f"  data    -> {self.data}  (local disk)",
-            f"  runs    -> {self.runs}",
-            f"  figures -> {self.figures}",
-        ])
-
-
-def _data_home() -> Path:
-    env = os.environ.get("DSN_LAB_DATA")
-    if env:
-        return Path(env).expanduser()
-    from dsn_lab.data.fetch import cache_home
-
-    return cache_home()
+        return "\n".join(
+            [
+                f"Colab: {self.in_colab} | runs and figures: {where}",
+                f"  data    -> {self.data}  (local disk)",
+                f"  runs    -> {self.runs}",
+                f"  figures -> {self.figures}",
+            ]
+        )
 
 
 def setup(
@@ -138,11 +137,10 @@ def setup(
     figures = Path(os.environ.get("DSN_LAB_FIGURES") or base / "figures").expanduser()
     for folder in (runs, figures):
         folder.mkdir(parents=True, exist_ok=True)
-    ws = Workspace(root=root, data=_data_home(), runs=runs, figures=figures, in_colab=colab, drive=drive,
-                   quick=quick)
+    ws = Workspace(
+        root=root, data=data_home(), runs=runs, figures=figures, in_colab=colab, drive=drive, quick=quick
+    )
     if verbose:
-        from dsn_lab import __version__
-
         print(f"dsn_lab {__version__} | " + ws.describe())
     return ws
 
@@ -178,10 +176,6 @@ def import_dataset_archive(
     published size, where there is one) and ``note`` (why a row has no counts, or that they differ from the
     published size).
     """
-    from dsn_lab.data import get_dataset
-    from dsn_lab.data.datasets import SPECS, default_root
-    from dsn_lab.data.fetch import colab_import_from_drive, import_archive
-
     if name not in SPECS:
         raise KeyError(f"Unknown dataset {name!r}: an archive can install one of {', '.join(SPECS)}.")
     spec = SPECS[name]
@@ -190,19 +184,35 @@ def import_dataset_archive(
     if spec.image_root_ok(target):
         print(f"[dsn_lab] {name}: already installed at {target}; counting it (archive not read again)")
     elif _on_drive(archive):
-        local = Path(local_dir) if local_dir is not None else _data_home() / "archives"
+        local = Path(local_dir) if local_dir is not None else data_home() / "archives"
         colab_import_from_drive(archive, target, name=name, local_dir=local, progress=progress)
     else:
         import_archive(archive, name, target, progress=progress)
     rows = []
     for split, domain in spec.lists:
-        row = {"dataset": name, "split": split, "domain": domain, "listed": None, "found": None,
-               "missing": None, "expected": spec.expected.get((split, domain)), "note": ""}
+        row = {
+            "dataset": name,
+            "split": split,
+            "domain": domain,
+            "listed": None,
+            "found": None,
+            "missing": None,
+            "expected": spec.expected.get((split, domain)),
+            "note": "",
+        }
         try:
             with warnings.catch_warnings():  # missing images are this table's "missing" column
                 warnings.simplefilter("ignore")
-                ds = get_dataset(name, target, split=split, domain=domain, splits_dir=splits_dir,
-                                 check="exists", on_error="skip", verbose=False)
+                ds = get_dataset(
+                    name,
+                    target,
+                    split=split,
+                    domain=domain,
+                    splits_dir=splits_dir,
+                    check="exists",
+                    on_error="skip",
+                    verbose=False,
+                )
         except (OSError, RuntimeError, ValueError) as exc:  # e.g. a list neither in the archive nor reachable
             row["note"] = str(exc).splitlines()[0]
         else:

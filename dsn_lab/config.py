@@ -313,10 +313,22 @@ def _released_notes(script: str, rule: str) -> dict[str, Any]:
 # (train_cse_resnet_sketchy_ext.py: 20 epochs, seed 1, 300 batches; train_cse_resnet_tuberlin_ext.py:
 # 16 epochs, seed 2021, test_num=500, model_best.pth.tar written every epoch: the last epoch is tested).
 _RELEASED_RUNS: dict[str, dict[str, Any]] = {
-    "sketchy-s1": dict(build=_sketchy, script="train_cse_resnet_sketchy_ext.py", rule=_SKETCHY_RULE,
-                       epochs=20, seed=1, val_batches=300),
-    "tuberlin": dict(build=_tuberlin, script="train_cse_resnet_tuberlin_ext.py", rule=_TUBERLIN_RULE,
-                     epochs=16, seed=2021, val_batches=500),
+    "sketchy-s1": dict(
+        build=_sketchy,
+        script="train_cse_resnet_sketchy_ext.py",
+        rule=_SKETCHY_RULE,
+        epochs=20,
+        seed=1,
+        val_batches=300,
+    ),
+    "tuberlin": dict(
+        build=_tuberlin,
+        script="train_cse_resnet_tuberlin_ext.py",
+        rule=_TUBERLIN_RULE,
+        epochs=16,
+        seed=2021,
+        val_batches=500,
+    ),
 }
 
 

@@ -39,7 +39,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsn_lab import plots
+from dsn_lab._atomic import atomic_write_text
+from dsn_lab.analysis import domain_gap, project
+from dsn_lab.config import DSNConfig, get_preset
+from dsn_lab.data import default_root, get_dataset
+from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch, is_current
+from dsn_lab.embed import evaluate_checkpoint, extract_features, state_dict_hash
+from dsn_lab.metrics import evaluate_retrieval, rank_gallery
+from dsn_lab.model import build_model
+from dsn_lab.preflight import PreflightError, check_cid_mask, preflight
+from dsn_lab.train import TrainResult, train
+
 METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
+SPLITS = [(s, d) for s in ("zero", "val", "train") for d in ("sketch", "photo")]  # the parts the demo loads
+Datasets = dict[tuple[str, str], Any]
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # query feats, labels, gallery feats, labels
 
 
 def _say(msg: str) -> None:
@@ -47,15 +62,13 @@ def _say(msg: str) -> None:
 
 
 def _eval(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> dict[str, float]:
-    from dsn_lab.metrics import evaluate_retrieval
-
     res = evaluate_retrieval(q, ql, g, gl, normalize=True, on_missing="skip")
     return {k: float(res[k]) for k in METRICS}
 
 
 def _train_head(
-    train: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    train_part: Arrays,
+    val_part: Arrays,
     num_classes: int,
     dim: int,
     steps: int,
@@ -67,7 +80,7 @@ def _train_head(
     the step with the best val-concept mAP is kept.
     """
     torch.manual_seed(seed)
-    sk, skl, ph, phl = (torch.as_tensor(a) for a in train)
+    sk, skl, ph, phl = (torch.as_tensor(a) for a in train_part)
     x = F.normalize(torch.cat([sk, ph]).float(), dim=1)
     y = torch.cat([skl, phl]).long()
     # sketches are ~1 per concept against ~5 photos: weight them up so both domains count equally
@@ -76,7 +89,7 @@ def _train_head(
     cls = nn.Linear(dim, num_classes, bias=False)
     opt = torch.optim.AdamW(list(proj.parameters()) + list(cls.parameters()), lr=1e-3, weight_decay=1e-4)
     best = (-1.0, None, 0)
-    vsk, vskl, vph, vphl = val
+    vsk, vskl, vph, vphl = val_part
     for step in range(1, steps + 1):
         z = F.normalize(proj(x + 0.02 * torch.randn_like(x)), dim=1)
         logits = 16.0 * z @ F.normalize(cls.weight, dim=1).T
@@ -110,8 +123,6 @@ GAP_MEASURES = ("domain_classifier_acc", "mmd", "centroid_distance", "cross_doma
 
 
 def _gap(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> dict[str, float]:
-    from dsn_lab.analysis import domain_gap
-
     return domain_gap(q, ql, g, gl, seed=0, n_permutations=100)
 
 
@@ -165,99 +176,30 @@ def run_demo(
     the SVG renderer, WordNet for the KD term, a writable output folder, disk) is checked first:
     :class:`dsn_lab.preflight.PreflightError` before anything long.
     """
-    from dsn_lab.config import get_preset
-    from dsn_lab.data import get_dataset
-    from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch
-    from dsn_lab.embed import extract_features
-    from dsn_lab.model import build_model
-    from dsn_lab.preflight import PreflightError, check_cid_mask, preflight
-    from dsn_lab.train import load_trained_model, train
-
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    preset = "emoji-quick" if quick else "emoji-demo"
     changes = dict(overrides or {})
     if output_dir is not None:
         changes["output_dir"] = str(output_dir)
     if max_seconds is not None:
         changes["max_train_seconds"] = float(max_seconds)
-    cfg = get_preset(preset, **changes)
+    cfg = get_preset("emoji-quick" if quick else "emoji-demo", **changes)
     device = torch.device("cpu")
-    baseline_dir = Path(cfg.output_dir) / "baseline"
+    baseline_cfg = cfg.replace(
+        use_contrastive=False, use_memory=False, output_dir=str(Path(cfg.output_dir) / "baseline")
+    )
 
-    # what the run needs, before anything long -------------------------------------------------------
-    root = Path(data_root).expanduser() if data_root is not None else default_emojisketch_root()
-    cached = _emojisketch_cached(root, explicit=data_root is not None)
-    preflight(
-        cfg,
-        data_root=root,
-        output_dirs=[cfg.output_dir] + ([baseline_dir] if baseline else []),
-        figures=figures,
-        analysis=True,
-        build_data=not cached,
-    )
-    if not cached:  # ensure_emojisketch says that it builds, where, and shows its progress
-        root = Path(ensure_emojisketch(root))
-    ds = {
-        (s, d): get_dataset("emojisketch", root, split=s, domain=d, verbose=False)
-        for s in ("train", "val", "zero")
-        for d in ("sketch", "photo")
-    }
-    problems = check_cid_mask(cfg, ds[("train", "sketch")].classes)  # needs the built data's class names
-    if problems:
-        raise PreflightError(problems)
-    zero_classes = ds[("zero", "sketch")].classes
-    _say(
-        f"[demo] EmojiSketch at {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
-        f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
-        f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(zero_classes)} unseen concepts "
-        f"({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos)"
-    )
+    # the data, after checking what the run needs ------------------------------------------------------
+    root, ds = _load_data(cfg, data_root, figures=figures, more_runs=[baseline_cfg] if baseline else [])
+    n_train_classes, zero_classes = len(ds[("train", "sketch")].classes), ds[("zero", "sketch")].classes
     timings["data"] = time.perf_counter() - t_start
 
     # 1. frozen ImageNet features ---------------------------------------------------------------------
     t = time.perf_counter()
-    frozen = build_model(cfg, len(ds[("train", "sketch")].classes)).to(device).eval()
-    # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
-    # second run of the demo skips this step
-    from dsn_lab.data import default_root
-    from dsn_lab.embed import state_dict_hash
-
-    kw = dict(
-        batch_size=64,
-        device=device,
-        image_size=cfg.image_size,
-        output="features",
-        cache_dir=default_root("emojisketch").parent / "features",
-        model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
-        progress=True,
-    )
-    feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    splits_needed = [
-        ("zero", "sketch"),
-        ("zero", "photo"),
-        ("val", "sketch"),
-        ("val", "photo"),
-        ("train", "sketch"),
-        ("train", "photo"),
-    ]
-    _say(
-        f"[demo] frozen ImageNet features of {sum(len(ds[k]) for k in splits_needed):,} images "
-        "(computed once, then read from the cache)"
-    )
-    for key in splits_needed:
-        feats[key] = extract_features(frozen, ds[key], domain=key[1], **kw)
+    feats, before_gap = _frozen_features(cfg, ds, device)
     zq, zql = feats[("zero", "sketch")]
     zg, zgl = feats[("zero", "photo")]
-    rows: dict[str, dict[str, float]] = {}
-    rows["frozen ImageNet features"] = _eval(zq, zql, zg, zgl)
-    # the gap "before": codes of the untrained model (what DSN starts from), not cached (seconds)
-    ckw = dict(batch_size=64, device=device, image_size=cfg.image_size, output="code")
-    gap: dict[str, dict[str, dict[str, float]]] = {}
-    before_gap = _gap(
-        *extract_features(frozen, ds[("zero", "sketch")], domain=0, **ckw),
-        *extract_features(frozen, ds[("zero", "photo")], domain=1, **ckw),
-    )
+    rows: dict[str, dict[str, float]] = {"frozen ImageNet features": _eval(zq, zql, zg, zgl)}
     timings["frozen"] = time.perf_counter() - t
     _say(
         f"[demo] frozen ImageNet features: mAP@all {rows['frozen ImageNet features']['mAP@all']:.3f} "
@@ -269,7 +211,7 @@ def run_demo(
     head, head_info = _train_head(
         (*feats[("train", "sketch")], *feats[("train", "photo")]),
         (*feats[("val", "sketch")], *feats[("val", "photo")]),
-        len(ds[("train", "sketch")].classes),
+        n_train_classes,
         dim=max(cfg.hashing_dim, 64),
         steps=150 if quick else 400,
         seed=cfg.seed,
@@ -284,46 +226,30 @@ def run_demo(
         f"(val-concept mAP {head_info['val_mAP@all']:.3f} at step {head_info['step']}, "
         f"{timings['head']:.0f}s)"
     )
-    del frozen
 
-    # 3. DSN, backbone trained --------------------------------------------------------------------------
-    t = time.perf_counter()
+    # 3. DSN, backbone trained (and, with --baseline, CE + KD under the same budget) ---------------------
     _say(
         f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes, "
         f"{_planned_steps(cfg)}{_guard_text(cfg)})"
     )
-    result = train(cfg, data_root=root, device=device, overwrite=True)
-    timings["dsn_train"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ckpt_path = result.best_checkpoint or result.final_checkpoint
-    model, _, ckpt = load_trained_model(ckpt_path, device)
-    dq, dql = extract_features(model, ds[("zero", "sketch")], domain=0, **ckw)
-    dg, dgl = extract_features(model, ds[("zero", "photo")], domain=1, **ckw)
-    best_epoch = result.best_epoch
-    dsn_row = f"DSN, backbone trained (epoch {best_epoch})"
-    rows[dsn_row] = _eval(dq, dql, dg, dgl)
-    gap["DSN"] = {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}
-    timings["dsn_eval"] = time.perf_counter() - t
-    losses = _loss_summary(result.history)
+    result, scored = _train_and_score(cfg, root, device, timings, "dsn")
+    dq, dql, dg, dgl = scored["features"]
+    dsn_row = f"DSN, backbone trained (epoch {result.best_epoch})"
+    gap = {"DSN": {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}}
     cut = {"DSN": _cut_short(result)} if _cut_short(result) else {}
-
     baseline_info: dict[str, Any] | None = None
     if baseline:
-        t = time.perf_counter()
-        bcfg = cfg.replace(use_contrastive=False, use_memory=False, output_dir=str(baseline_dir))
         _say("[demo] training the baseline: CE + KD (SAKE's objective), same steps")
-        bres = train(bcfg, data_root=root, device=device, overwrite=True)
-        bmodel = load_trained_model(bres.best_checkpoint or bres.final_checkpoint, device)[0]
-        bq, bql = extract_features(bmodel, ds[("zero", "sketch")], domain=0, **ckw)
-        bg, bgl = extract_features(bmodel, ds[("zero", "photo")], domain=1, **ckw)
-        rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _eval(bq, bql, bg, bgl)
-        gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(bq, bql, bg, bgl)}
-        rows[dsn_row] = rows.pop(dsn_row)  # DSN stays the last row
+        bres, bscored = _train_and_score(baseline_cfg, root, device, timings, "baseline")
+        rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _metric_row(bscored)
+        gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(*bscored["features"])}
         baseline_info = {"best": bres.best_metric, "epoch": bres.best_epoch, "history": bres.history}
         if _cut_short(bres):
             cut["CE + KD baseline"] = _cut_short(bres)
-        timings["baseline"] = time.perf_counter() - t
+    rows[dsn_row] = _metric_row(scored)  # DSN is the last row
+    losses = _loss_summary(result.history)
 
+    # the tables ----------------------------------------------------------------------------------------
     ratio = rows[dsn_row]["mAP@all"] / max(rows["frozen ImageNet features"]["mAP@all"], 1e-9)
     table = _table(
         rows,
@@ -339,7 +265,7 @@ def run_demo(
     steps_done = int(epochs_done[-1]["step"]) if epochs_done else 0
     _say(
         f"DSN / frozen mAP@all: {ratio:.2f}x. Model selection: val concepts only "
-        f"(best {result.selection} {result.best_metric:.3f} at epoch {best_epoch}; "
+        f"(best {result.selection} {result.best_metric:.3f} at epoch {result.best_epoch}; "
         f"{steps_done} of {result.planned_steps} optimiser steps, {cfg.batch_sampler} batches)."
     )
     _say(
@@ -355,7 +281,7 @@ def run_demo(
     if warning:
         _say(warning)
 
-    # figures: into the run folder unless asked elsewhere (figures/ holds the README's: `make figures`)
+    # figures: into the run folder unless asked elsewhere (figures/ holds the README's: `make figures`) ---
     written: dict[str, str] = {}
     fig_dir = Path(figures_dir) if figures_dir is not None else Path(cfg.output_dir) / "figures"
     if figures:
@@ -363,8 +289,6 @@ def run_demo(
         written = _figures(
             fig_dir, result.history, ds, (zq, zql, zg, zgl), (dq, dql, dg, dgl), zero_classes, quick
         )
-        from dsn_lab import plots
-
         plots.plot_gap_bars(gap, save_to=fig_dir / "demo_domain_gap.png")
         written["domain_gap"] = str(fig_dir / "demo_domain_gap.png")
         timings["figures"] = time.perf_counter() - t
@@ -377,12 +301,12 @@ def run_demo(
         "losses_last_epoch": losses,
         "domain_gap": gap,
         "baseline": baseline_info,
-        "selection": {"metric": result.selection, "best": result.best_metric, "epoch": best_epoch},
+        "selection": {"metric": result.selection, "best": result.best_metric, "epoch": result.best_epoch},
         "head": head_info,
-        "checkpoint": str(ckpt_path),
+        "checkpoint": scored["checkpoint"],
         "stopped": result.stopped,
         "cut_short": cut,
-        "epoch_reached": ckpt.get("position", {}).get("epoch"),
+        "epoch_reached": scored["epoch"],
         "optimizer_steps": steps_done,
         "planned_steps": result.planned_steps,
         "figures": written,
@@ -390,9 +314,7 @@ def run_demo(
         "threads": torch.get_num_threads(),
     }
     results_path = Path(cfg.output_dir) / "demo_results.json"
-    from dsn_lab.train import _atomic_write_text
-
-    _atomic_write_text(results_path, json.dumps(out, indent=2, default=float))
+    atomic_write_text(results_path, json.dumps(out, indent=2, default=float))
     if written:
         _say(f"[demo] figures: {fig_dir.resolve()} ({', '.join(Path(p).name for p in written.values())})")
     _say(
@@ -400,6 +322,87 @@ def run_demo(
         f"(DSN training {timings['dsn_train']:.0f}s)"
     )
     return out
+
+
+def _load_data(
+    cfg: DSNConfig, data_root: str | os.PathLike[str] | None, *, figures: bool, more_runs: list[DSNConfig]
+) -> tuple[Path, Datasets]:
+    """Check what the run needs (before anything long), build EmojiSketch if needed, load its six parts."""
+    root = Path(data_root).expanduser() if data_root is not None else default_emojisketch_root()
+    cached = _emojisketch_cached(root, explicit=data_root is not None)
+    preflight(
+        cfg,
+        data_root=root,
+        output_dirs=[cfg.output_dir] + [c.output_dir for c in more_runs],
+        figures=figures,
+        analysis=True,
+        build_data=not cached,
+    )
+    if not cached:  # ensure_emojisketch says that it builds, where, and shows its progress
+        root = Path(ensure_emojisketch(root))
+    ds = {(s, d): get_dataset("emojisketch", root, split=s, domain=d, verbose=False) for s, d in SPLITS}
+    problems = check_cid_mask(cfg, ds[("train", "sketch")].classes)  # needs the built data's class names
+    if problems:
+        raise PreflightError(problems)
+    _say(
+        f"[demo] EmojiSketch at {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
+        f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
+        f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(ds[('zero', 'sketch')].classes)} "
+        f"unseen concepts ({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos)"
+    )
+    return root, ds
+
+
+def _frozen_features(
+    cfg: DSNConfig, ds: Datasets, device: torch.device
+) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """Pooled ImageNet features of every part (for the frozen row and the head), and the domain gap of the
+    untrained model's codes on the unseen concepts (the "before" of the gap table: what DSN starts from)."""
+    frozen = build_model(cfg, len(ds[("train", "sketch")].classes)).to(device).eval()
+    # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
+    # second run of the demo skips this step
+    kw = dict(batch_size=64, device=device, image_size=cfg.image_size)
+    cache = dict(
+        output="features",
+        cache_dir=default_root("emojisketch").parent / "features",
+        model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
+        progress=True,
+    )
+    _say(
+        f"[demo] frozen ImageNet features of {sum(len(ds[k]) for k in SPLITS):,} images "
+        "(computed once, then read from the cache)"
+    )
+    feats = {key: extract_features(frozen, ds[key], domain=key[1], **kw, **cache) for key in SPLITS}
+    before_gap = _gap(  # codes, not cached (seconds)
+        *extract_features(frozen, ds[("zero", "sketch")], domain=0, output="code", **kw),
+        *extract_features(frozen, ds[("zero", "photo")], domain=1, output="code", **kw),
+    )
+    return feats, before_gap
+
+
+def _train_and_score(
+    cfg: DSNConfig, root: Path, device: torch.device, timings: dict[str, float], name: str
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train ``cfg`` from scratch, then score its selected checkpoint on the unseen concepts (codes kept for
+    the gap and the figures); the seconds of each go into ``timings[name + "_train" / "_eval"]``."""
+    t = time.perf_counter()
+    result = train(cfg, data_root=root, device=device, overwrite=True)
+    timings[f"{name}_train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scored = evaluate_checkpoint(
+        result.best_checkpoint or result.final_checkpoint,
+        data_root=root,
+        device=device,
+        binary=False,
+        progress=False,
+        features=True,
+    )
+    timings[f"{name}_eval"] = time.perf_counter() - t
+    return result, scored
+
+
+def _metric_row(scored: dict[str, Any]) -> dict[str, float]:
+    return {k: scored["real"][k] for k in METRICS}
 
 
 def _emojisketch_cached(root: Path, explicit: bool) -> bool:
@@ -410,26 +413,24 @@ def _emojisketch_cached(root: Path, explicit: bool) -> bool:
     """
     if explicit:
         return (root / "splits").is_dir()
-    from dsn_lab.data.emojisketch import is_current
-
     try:
         return is_current(root, "full")
     except Exception:  # noqa: BLE001 - e.g. the SVG renderer is missing: then it is not usable as is
         return False
 
 
-def _planned_steps(cfg: Any) -> str:
+def _planned_steps(cfg: DSNConfig) -> str:
     if cfg.steps_per_epoch:
         total = math.ceil(cfg.steps_per_epoch / cfg.grad_accum_steps) * cfg.epochs
         return f"{total} optimiser steps: {cfg.epochs} epochs x {cfg.steps_per_epoch}"
     return f"{cfg.epochs} epochs"
 
 
-def _guard_text(cfg: Any) -> str:
+def _guard_text(cfg: DSNConfig) -> str:
     return f"; guard: stop after {cfg.max_train_seconds:.0f}s" if cfg.max_train_seconds else ""
 
 
-def _cut_short(res: Any) -> dict[str, int] | None:
+def _cut_short(res: TrainResult) -> dict[str, int] | None:
     """``{"steps", "planned"}`` when the time guard stopped training early, else None."""
     if res.stopped != "time budget":
         return None
@@ -437,7 +438,7 @@ def _cut_short(res: Any) -> dict[str, int] | None:
     return {"steps": int(epochs[-1]["step"]) if epochs else 0, "planned": int(res.planned_steps)}
 
 
-def _cut_warning(cut: dict[str, dict[str, int]], cfg: Any) -> str:
+def _cut_warning(cut: dict[str, dict[str, int]], cfg: DSNConfig) -> str:
     """The loud line a cut-short run prints above and below its tables."""
     if not cut:
         return ""
@@ -451,16 +452,12 @@ def _cut_warning(cut: dict[str, dict[str, int]], cfg: Any) -> str:
 def _figures(
     folder: Path,
     history: list[dict[str, Any]],
-    ds: dict[tuple[str, str], Any],
-    before: tuple[np.ndarray, ...],
-    after: tuple[np.ndarray, ...],
+    ds: Datasets,
+    before: Arrays,
+    after: Arrays,
     classes: list[str],
     quick: bool,
 ) -> dict[str, str]:
-    from dsn_lab import plots
-    from dsn_lab.analysis import project
-    from dsn_lab.metrics import rank_gallery
-
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
     steps = [r for r in history if r.get("kind") in ("step", "epoch")]

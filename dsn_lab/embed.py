@@ -20,9 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from dsn_lab._atomic import atomic_path
+from dsn_lab.checkpoint import load_trained_model
+from dsn_lab.data import get_dataset
+from dsn_lab.data.emojisketch import IMAGE_SIZE
+from dsn_lab.data.transforms import eval_transform
+from dsn_lab.inference import encode, image_loader, unwrap
+from dsn_lab.metrics import evaluate_retrieval
+from dsn_lab.model import build_backbone, domain_column
+from dsn_lab.provenance import environment_record, read_environment
 
 OUTPUTS = ("code", "features", "logits")
 CACHE_VERSION = 1
@@ -99,26 +109,6 @@ def _transform_repr(transform: Any) -> str:
 # ---------------------------------------------------------------------------------------------------
 # extraction
 # ---------------------------------------------------------------------------------------------------
-class _Transformed(Dataset):
-    """(image, label) items of ``base`` through ``transform``; base items are (image, label[, domain])."""
-
-    def __init__(self, base: Dataset, transform: Callable | None) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        if self.transform is not None and hasattr(self.base, "load_image"):
-            image, label = self.base.load_image(index)
-            return self.transform(image), int(label)
-        item = self.base[index]
-        image, label = item[0], int(item[1])
-        if self.transform is not None and not isinstance(image, torch.Tensor):
-            image = self.transform(image)
-        return image, label
-
-
 def _domain_flag(domain: int | str | None, dataset: Any) -> int:
     if domain is None:
         base = dataset
@@ -136,25 +126,6 @@ def _domain_flag(domain: int | str | None, dataset: Any) -> int:
     return int(domain)
 
 
-def _amp_context(device: torch.device, amp: bool) -> Any:
-    if not amp or device.type != "cuda":
-        return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
-@torch.no_grad()
 def compute_features(
     model: nn.Module,
     dataset: Dataset,
@@ -162,7 +133,7 @@ def compute_features(
     domain: int,
     batch_size: int = 64,
     device: torch.device | str | None = None,
-    amp: bool = False,
+    amp: bool | torch.dtype = False,
     output: str = "code",
     normalize: bool = True,
     num_workers: int = 0,
@@ -171,53 +142,31 @@ def compute_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed ``dataset`` with no cache: ``(feats float32 [N, D], labels int64 [N])``, in dataset order.
 
-    The model is put in eval mode for the pass and restored to its previous mode afterwards.
+    The loop is :func:`dsn_lab.inference.encode` (eval mode for the pass, the previous mode restored after;
+    ``amp``: the package's AMP policy, or an explicit autocast dtype).
     """
     if output not in OUTPUTS:
         raise ValueError(f"extract_features: output must be one of {OUTPUTS}, got {output!r}.")
     net = unwrap(model)
     dev = torch.device(device) if device is not None else next(net.parameters()).device
-    loader = DataLoader(
-        _Transformed(dataset, transform),
+    loader = image_loader(
+        dataset,
+        transform=transform,
         batch_size=batch_size,
-        shuffle=False,
         num_workers=num_workers,
         pin_memory=dev.type == "cuda",
     )
-    was_training = net.training
-    net.eval()
-    feats, labels = [], []
-    channels_last = any(
-        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-        for p in net.parameters()
+    return encode(
+        net,
+        loader,
+        domain=domain,
+        device=dev,
+        amp=amp,
+        output=output,
+        normalize=normalize,
+        progress=progress,
+        desc=f"embed {getattr(dataset, 'split', '')}/{domain}",
     )
-    try:
-        iterator = loader
-        if progress:
-            from tqdm.auto import tqdm
-
-            # leave=False: no finished bar stays above a table; disable=None: none in a log or a pipe, where
-            # each redraw (and the final clear) would read as a line of its own (a notebook still shows it)
-            iterator = tqdm(
-                loader, desc=f"embed {getattr(dataset, 'split', '')}/{domain}", leave=False, disable=None
-            )
-        for images, lab in iterator:
-            images = images.to(dev, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with _amp_context(dev, amp):
-                out = net(images, domain)
-            x = {"code": out[2], "features": out[3], "logits": out[0]}[output].float()
-            x = x.reshape(x.shape[0], -1)
-            if normalize:
-                x = F.normalize(x, dim=1)
-            feats.append(x.cpu())
-            labels.append(lab.long())
-    finally:
-        net.train(was_training)
-    if not feats:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-    return torch.cat(feats).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
 
 
 def cache_key(
@@ -265,8 +214,6 @@ def _read_entry(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _write_entry(path: Path, key: str, feats: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> None:
-    from dsn_lab._atomic import atomic_path
-
     with atomic_path(path, prefix=f".{path.stem}-", suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, key=np.array(key), feats=feats, labels=labels, meta=np.array(json.dumps(meta)))
 
@@ -300,8 +247,6 @@ def extract_features(
     """
     flag = _domain_flag(domain, dataset)
     if transform is None and getattr(dataset, "transform", None) is None and image_size is not None:
-        from dsn_lab.data.transforms import eval_transform
-
         transform = eval_transform(image_size)
     if transform is None and getattr(dataset, "transform", None) is None and hasattr(dataset, "load_image"):
         raise ValueError(
@@ -337,8 +282,6 @@ def extract_features(
     hit = _read_entry(path, key, len(dataset)) if path.is_file() else None
     if hit is not None:
         return hit
-    from filelock import FileLock
-
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         hit = _read_entry(path, key, len(dataset)) if path.is_file() else None  # another process wrote it
@@ -392,8 +335,12 @@ def evaluate_checkpoint(
     binary: bool = True,
     progress: bool = True,
     amp: bool = False,
+    features: bool = False,
 ) -> dict[str, Any]:
     """Zero-shot retrieval of a trained checkpoint: sketches of ``split`` query the photos of ``split``.
+
+    The one "load a checkpoint, embed a split, score it" of the package: ``python -m dsn_lab evaluate``, the
+    demo and the notebooks call it (after :func:`dsn_lab.train.train` when they train first).
 
     Features are computed in fp32, as released. ``amp=True`` (opt-in) embeds under CUDA autocast (bf16, else
     fp16; no effect on the CPU): faster, at a small cost in mAP. Measured on the demo checkpoint
@@ -405,12 +352,11 @@ def evaluate_checkpoint(
     Returns ``{"checkpoint", "dataset", "split", "hashing_dim", "n_queries", "n_gallery", "real": metrics,
     "binary": metrics (ITQ codes; absent with binary=False), "paper": PAPER_RESULTS row,
     "environment": the training session's environment record (None for older runs), "eval_environment":
-    this process's}``. Features are cached in ``cache_dir`` keyed by the checkpoint file's hash.
+    this process's}``. Features are cached in ``cache_dir`` keyed by the checkpoint file's hash (None: no
+    cache). ``progress``: the datasets' count lines and the embedding progress bars. ``features=True`` adds
+    ``"features": (query codes, query labels, gallery codes, gallery labels)`` (numpy arrays, L2-normalised,
+    what was scored: for a domain-gap measure or a figure; not JSON, so drop it before writing the dict).
     """
-    from dsn_lab.data import get_dataset
-    from dsn_lab.metrics import evaluate_retrieval
-    from dsn_lab.train import load_trained_model
-
     dev = (
         torch.device(device)
         if device is not None
@@ -419,9 +365,13 @@ def evaluate_checkpoint(
     model, cfg, ckpt = load_trained_model(checkpoint, dev)
     root = data_root if data_root is not None else cfg.data_root
     root_path = Path(root).expanduser() if root is not None else None
-    query = get_dataset(cfg.dataset, root_path, split=split, domain="sketch")
+    query = get_dataset(cfg.dataset, root_path, split=split, domain="sketch", verbose=progress)
     gallery = get_dataset(
-        cfg.dataset, root_path if root_path is not None else query.root, split=split, domain="photo"
+        cfg.dataset,
+        root_path if root_path is not None else query.root,
+        split=split,
+        domain="photo",
+        verbose=progress,
     )
     key = file_hash(checkpoint) if cache_dir is not None else None
     kw = dict(
@@ -455,17 +405,71 @@ def evaluate_checkpoint(
         out["binary"] = {k: float(bin_res[k]) for k in METRIC_COLUMNS if k in bin_res}
     out["paper"] = PAPER_RESULTS.get(cfg.dataset, {})
     out["environment"] = _training_environment(Path(checkpoint), ckpt)
-    from dsn_lab.provenance import environment_record
-
     out["eval_environment"] = environment_record()
+    if features:
+        out["features"] = (q, ql, g, gl)
     return out
+
+
+def evaluate_frozen_backbone(
+    root: str | os.PathLike[str] | None,
+    *,
+    dataset: str = "emojisketch",
+    backbone: str = "efficientnet_lite0",
+    split: str = "zero",
+    image_size: int = IMAGE_SIZE,
+    batch_size: int = 64,
+    max_per_split: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
+    """Zero-shot retrieval with frozen ImageNet pooled features (no training): the floor any training beats.
+
+    Sketches of ``split`` query its photos through ``backbone``'s ImageNet trunk (EfficientNet-Lite0 by
+    default; its FiLM layer is the identity, so the domain flag has no effect); mAP@all is VOC AP averaged
+    per class (:func:`dsn_lab.metrics.evaluate_retrieval`). Cosine ranking (= Euclidean on L2-normalised
+    features) is the headline; raw-feature Euclidean and a random ranking (chance level, 10 draws) are
+    given for reference. ``max_per_split``: at most that many sketches and photos (a smoke test).
+
+    Returns ``{"mAP@all (cosine)", "mAP@200 (cosine)", "P@100 (cosine)", "P@200 (cosine)", the same four
+    "(euclidean, raw features)", "mAP@all (random ranking)", "classes", "queries", "gallery"}``.
+    """
+    trunk = build_backbone(backbone, pretrained=True)[0].to(device).eval()
+
+    def pooled(images: torch.Tensor, domain: int) -> torch.Tensor:  # the trunk takes the flag as a column
+        return trunk(images, domain_column(domain, images.shape[0], images))
+
+    feats = {}
+    for domain, flag in (("sketch", 0), ("photo", 1)):
+        ds: Dataset = get_dataset(dataset, root, split=split, domain=domain, verbose=False)
+        if max_per_split is not None:
+            ds = torch.utils.data.Subset(ds, range(min(max_per_split, len(ds))))
+        loader = image_loader(ds, transform=eval_transform(image_size), batch_size=batch_size)
+        feats[domain] = encode(pooled, loader, domain=flag, device=device, output=None, progress=progress)
+    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
+    keys = ("mAP@all", "mAP@200", "P@100", "P@200")
+    res: dict[str, float] = {}
+    for dist, label in (("cosine", "cosine"), ("euclidean", "euclidean, raw features")):
+        r = evaluate_retrieval(q, ql, g, gl, distance=dist)
+        res.update({f"{k} ({label})": float(r[k]) for k in keys})
+    rng = np.random.default_rng(0)
+    res["mAP@all (random ranking)"] = float(
+        np.mean(
+            [
+                evaluate_retrieval(
+                    rng.standard_normal((len(ql), 8)), ql, rng.standard_normal((len(gl), 8)), gl
+                )["mAP@all"]
+                for _ in range(10)
+            ]
+        )
+    )
+    res["classes"], res["queries"], res["gallery"] = float(len(np.unique(ql))), float(len(ql)), float(len(gl))
+    return res
 
 
 def _training_environment(checkpoint: Path, ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """The environment record of the session that wrote ``checkpoint``: from the checkpoint itself (newer
     runs), else the run folder's environment.json; None for runs made before either existed."""
-    from dsn_lab.provenance import read_environment
-
     raw = ckpt.get("environment")
     if raw:
         try:

@@ -71,10 +71,13 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
         try:
             t = torch.as_tensor(np.asarray(x))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{name}: expected a numeric array or tensor, got {type(x).__name__} ({e})"
-                             ) from e
-    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
-                                                  torch.uint8, torch.bool)):
+            raise ValueError(
+                f"{name}: expected a numeric array or tensor, got {type(x).__name__} ({e})"
+            ) from e
+    if not (
+        t.is_floating_point()
+        or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+    ):
         raise ValueError(f"{name}: expected real-valued features, got dtype {t.dtype}")
     return t
 
@@ -91,8 +94,10 @@ def _check_feats(x: Any, name: str) -> torch.Tensor:
     # overflow of large finite values) is the elementwise check needed
     if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
-        raise ValueError(f"{name}: {bad} row(s) contain NaN or inf; check the feature extraction (e.g. a "
-                         "diverged model or a zero vector L2-normalised) before evaluating")
+        raise ValueError(
+            f"{name}: {bad} row(s) contain NaN or inf; check the feature extraction (e.g. a "
+            "diverged model or a zero vector L2-normalised) before evaluating"
+        )
     return t
 
 
@@ -123,9 +128,11 @@ def _binary_to_pm1(t: torch.Tensor, name: str) -> torch.Tensor:
         return t.float()
     if allowed_01:
         return t.float() * 2 - 1
-    raise ValueError(f"{name}: distance='hamming' needs binary codes (values in {{-1, 1}} or {{0, 1}}); "
-                     f"got values such as {vals[:5].tolist()}. Use codes='itq' to binarise real-valued "
-                     "features.")
+    raise ValueError(
+        f"{name}: distance='hamming' needs binary codes (values in {{-1, 1}} or {{0, 1}}); "
+        f"got values such as {vals[:5].tolist()}. Use codes='itq' to binarise real-valued "
+        "features."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,16 +215,21 @@ def itq_fit(
         history.append(float(((b - z) ** 2).sum() / n))
         ub, _, vh = torch.linalg.svd(b.T @ v)
         rot = vh @ ub.T if variant == "released" else vh.T @ ub.T
-    return ITQ(mean=mean[0].cpu().numpy(), components=components.cpu().numpy(), rotation=rot.cpu().numpy(),
-               loss_history=history)
+    return ITQ(
+        mean=mean[0].cpu().numpy(),
+        components=components.cpu().numpy(),
+        rotation=rot.cpu().numpy(),
+        loss_history=history,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # scores and ranking
 
 
-def _prepare(q: torch.Tensor, g: torch.Tensor, distance: str, dtype: torch.dtype
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.dtype]:
+def _prepare(
+    q: torch.Tensor, g: torch.Tensor, distance: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.dtype]:
     """Return (query, gallery, gallery term, dtype) so that the ranking score of a chunk is
     ``gallery_term - 2 q g^T`` (Euclidean), ``-q g^T`` (cosine) or ``(bits - q g^T) / 2`` (Hamming)."""
     if distance == "hamming":
@@ -268,8 +280,9 @@ def _stable_argsort(scores: torch.Tensor) -> torch.Tensor:
     return torch.sort(_order_keys(scores), dim=1, stable=True).indices
 
 
-def _positive_ranks_sorted(keys: torch.Tensor, hits_of: torch.Tensor, qid: torch.Tensor, width: int
-                           ) -> torch.Tensor:
+def _positive_ranks_sorted(
+    keys: torch.Tensor, hits_of: torch.Tensor, qid: torch.Tensor, width: int
+) -> torch.Tensor:
     """0-based ranks of each query's positives, ascending, padded with int64 max: the full stable sort."""
     nrow = keys.shape[0]
     order = torch.sort(keys, dim=1, stable=True).indices
@@ -311,7 +324,8 @@ def rank_gallery(
     ``(indices, distances)`` (Euclidean distance, ``1 - cos`` or the Hamming distance). Meant for a few
     queries (the explorer widget); for whole test sets use :func:`evaluate_retrieval`."""
     single = (isinstance(query, torch.Tensor) and query.ndim == 1) or (
-        not isinstance(query, torch.Tensor) and np.ndim(query) == 1)
+        not isinstance(query, torch.Tensor) and np.ndim(query) == 1
+    )
     qt = _check_feats(_as_tensor(query, "query").reshape(1, -1) if single else query, "query")
     gt = _check_feats(gallery, "gallery")
     if qt.shape[1] != gt.shape[1]:
@@ -444,23 +458,28 @@ def evaluate_retrieval(
         uniq, inv = np.unique(np.concatenate([ql, gl]), return_inverse=True)
     except TypeError as e:
         raise ValueError(f"labels must be comparable (all numbers or all strings): {e}") from e
-    qid, gid = inv[: len(ql)].astype(np.int64), inv[len(ql):].astype(np.int64)
+    qid, gid = inv[: len(ql)].astype(np.int64), inv[len(ql) :].astype(np.int64)
     npos_class = np.bincount(gid, minlength=len(uniq))
     missing = np.unique(qid[npos_class[qid] == 0])
     keep = np.ones(len(qid), dtype=bool)
     if len(missing):
         names = [str(uniq[m]) for m in missing[:10]]
-        msg = (f"{len(missing)} query class(es) have no item in the gallery (e.g. {names}); their AP is "
-               "undefined")
+        msg = (
+            f"{len(missing)} query class(es) have no item in the gallery (e.g. {names}); their AP is "
+            "undefined"
+        )
         if on_missing == "error":
-            raise ValueError(msg + ". Check that query and gallery use the same label ids, or pass "
-                             "on_missing='zero' / 'skip'.")
+            raise ValueError(
+                msg + ". Check that query and gallery use the same label ids, or pass "
+                "on_missing='zero' / 'skip'."
+            )
         warnings.warn(msg + (": scored 0." if on_missing == "zero" else ": left out."), stacklevel=2)
         if on_missing == "skip":
             keep = npos_class[qid] > 0
             if not keep.any():
-                raise ValueError("on_missing='skip': no query has a positive in the gallery; nothing to "
-                                 "evaluate")
+                raise ValueError(
+                    "on_missing='skip': no query has a positive in the gallery; nothing to evaluate"
+                )
 
     # features -> what is ranked
     if codes == "itq":
@@ -469,8 +488,9 @@ def evaluate_retrieval(
             g = _l2(g.to(dev, torch.float64), "gallery_feats")
         if isinstance(itq_fit_on, str):
             if itq_fit_on not in ("query", "gallery", "both"):
-                raise ValueError(f"itq_fit_on must be 'query', 'gallery', 'both' or an array, got "
-                                 f"{itq_fit_on!r}")
+                raise ValueError(
+                    f"itq_fit_on must be 'query', 'gallery', 'both' or an array, got {itq_fit_on!r}"
+                )
             fit = {"query": q, "gallery": g}.get(itq_fit_on)
             fit = torch.cat([q.to(dev), g.to(dev)]) if fit is None else fit
         else:
@@ -546,10 +566,12 @@ def evaluate_retrieval(
         out[f"mAP@{m}"] = _avg(ap_at[m])
     out["n_queries"], out["n_gallery"] = int(keep.sum()), n_g
     if per_query:
+
         def _np(v: torch.Tensor) -> np.ndarray:
             a = v.cpu().numpy().copy()
             a[~keep] = np.nan
             return a
+
         out["AP_per_query"] = _np(ap_all)
         for m in map_at:
             out[f"AP@{m}_per_query"] = _np(ap_at[m])

@@ -14,6 +14,10 @@ folder, then ``os.replace`` (a reader never sees half a PNG). The format follows
 All figures share one seaborn style (:func:`use_style`); the functions apply it locally (an
 ``rc_context``), so calling them never changes your own matplotlib settings. Call :func:`use_style` to
 give your own figures the same look.
+
+Why this module is long: it is a catalogue, one short function per figure of the course, the demo and the
+README, all sharing the style and the save helper above; split by topic, a reader would look in three files
+for the one figure a notebook names.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from dsn_lab._atomic import atomic_path
+
 __all__ = [
     "use_style",
     "style_context",
@@ -37,6 +43,7 @@ __all__ = [
     "plot_retrieval_grid",
     "plot_per_class_ap",
     "plot_cid_mask_heatmap",
+    "plot_ablations",
 ]
 
 DOMAIN_NAMES = ("sketch", "photo")
@@ -107,8 +114,6 @@ def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int | None = None) ->
     fmt = path.suffix.lstrip(".").lower()
     if not fmt:
         raise ValueError(f"save_to={str(path)!r} has no suffix: add .png, .pdf or .svg to choose the format")
-    from dsn_lab._atomic import atomic_path
-
     with atomic_path(path, prefix=f".{path.stem}.", suffix=f".{fmt}.tmp") as tmp, style_context():
         fig.savefig(tmp, format=fmt, dpi=dpi)
     return path
@@ -121,8 +126,9 @@ def _move_legend_to_figure(fig: Any, ax: Any, title: str | None = None) -> None:
         return
     handles, texts = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
     leg.remove()
-    fig.legend(handles, texts, loc="outside upper center", ncol=max(1, len(texts)), title=title,
-               frameon=False)
+    fig.legend(
+        handles, texts, loc="outside upper center", ncol=max(1, len(texts)), title=title, frameon=False
+    )
 
 
 def _finish(fig: Any, save_to: str | os.PathLike | None, dpi: int | None = None) -> Any:
@@ -222,8 +228,10 @@ def plot_projection_before_after(
         names = [str(class_names[int(c)]) for c in classes]
     else:
         names = [str(c) for c in classes]
-    palette = sns.color_palette("husl", len(classes)) if len(classes) > 10 else sns.color_palette(
-        "colorblind", len(classes)
+    palette = (
+        sns.color_palette("husl", len(classes))
+        if len(classes) > 10
+        else sns.color_palette("colorblind", len(classes))
     )
     color_of = {c: palette[i] for i, c in enumerate(classes)}
 
@@ -235,8 +243,16 @@ def plot_projection_before_after(
             ax = axes[0, col]
             for d in dom_order:
                 m = dom == d
-                ax.scatter(xy[m, 0], xy[m, 1], s=point_size, alpha=0.7, label=d, linewidths=0,
-                           color=_DOMAIN_COLORS.get(d), marker=_DOMAIN_MARKERS.get(d, "o"))
+                ax.scatter(
+                    xy[m, 0],
+                    xy[m, 1],
+                    s=point_size,
+                    alpha=0.7,
+                    label=d,
+                    linewidths=0,
+                    color=_DOMAIN_COLORS.get(d),
+                    marker=_DOMAIN_MARKERS.get(d, "o"),
+                )
             ax.set_title(f"{title}: by domain")
             ax.legend(loc="best", fontsize="small", markerscale=1.5)
             ax = axes[1, col]
@@ -244,9 +260,16 @@ def plot_projection_before_after(
                 for d in dom_order:
                     m = (lab == c) & (dom == d)
                     if m.any():
-                        ax.scatter(xy[m, 0], xy[m, 1], s=point_size, alpha=0.75, linewidths=0,
-                                   color=color_of[c], marker=_DOMAIN_MARKERS.get(d, "o"),
-                                   label=name if d == dom[lab == c][0] else None)
+                        ax.scatter(
+                            xy[m, 0],
+                            xy[m, 1],
+                            s=point_size,
+                            alpha=0.75,
+                            linewidths=0,
+                            color=color_of[c],
+                            marker=_DOMAIN_MARKERS.get(d, "o"),
+                            label=name if d == dom[lab == c][0] else None,
+                        )
             ax.set_title(f"{title}: by class (x sketch, o photo)")
             if len(classes) <= max_legend_classes:
                 ax.legend(loc="best", fontsize="x-small", ncol=2 if len(classes) > 6 else 1)
@@ -314,8 +337,16 @@ def plot_gap_measures(
         for ax, (m, col) in zip(axes, cols.items()):
             keep = [x, col] + ([hue] if hue else [])
             sub = df[keep].dropna(subset=[x, col])
-            sns.lineplot(data=sub, x=x, y=col, hue=hue, marker="o", ax=ax, errorbar=None,
-                         legend=bool(hue) and ax is axes[0])
+            sns.lineplot(
+                data=sub,
+                x=x,
+                y=col,
+                hue=hue,
+                marker="o",
+                ax=ax,
+                errorbar=None,
+                legend=bool(hue) and ax is axes[0],
+            )
             if m == "domain_classifier_acc":
                 ax.axhline(0.5, ls="--", color="grey", lw=1)
             if m == "mmd_pvalue":
@@ -389,8 +420,16 @@ def plot_gap_bars(
         axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
         for i, (ax, m) in enumerate(zip(axes, measures)):
             sub = long[long["measure"] == m]
-            sns.barplot(data=sub, x="method", y="value", hue="stage", hue_order=stages, ax=ax,
-                        errorbar=None, legend=i == 0)
+            sns.barplot(
+                data=sub,
+                x="method",
+                y="value",
+                hue="stage",
+                hue_order=stages,
+                ax=ax,
+                errorbar=None,
+                legend=i == 0,
+            )
             if m == "domain_classifier_acc":
                 ax.axhline(0.5, ls="--", color="grey", lw=1)
             ax.set_title(GAP_LABELS.get(m, m), fontsize="medium")
@@ -421,7 +460,8 @@ def _default_panels(columns: Sequence[str]) -> dict[str, list[str]]:
     }
     used = {c for v in panels.values() for c in v}
     panels["validation"] = [
-        c for c in cols
+        c
+        for c in cols
         if c not in used and (c.lower().startswith("val") or "map" in c.lower() or "p@" in c.lower())
     ]
     return {k: v for k, v in panels.items() if v}
@@ -471,8 +511,13 @@ def plot_training_curves(
                 sub = df[[x, c]].dropna()
                 if sub.empty:
                     continue
-                ax.plot(sub[x].to_numpy(), sub[c].to_numpy(dtype=float), label=c,
-                        marker="o" if len(sub) <= 30 else None, ms=3)
+                ax.plot(
+                    sub[x].to_numpy(),
+                    sub[c].to_numpy(dtype=float),
+                    label=c,
+                    marker="o" if len(sub) <= 30 else None,
+                    ms=3,
+                )
             if title == "learning rate":
                 values = df[cols].to_numpy(dtype=float)
                 if np.nanmin(values) > 0:
@@ -661,9 +706,74 @@ def plot_cid_mask_heatmap(
     with style_context():
         fig = _new_figure((0.32 * len(cols) + 3.0, 0.28 * len(rows) + 2.0))
         ax = fig.subplots()
-        sns.heatmap(sub[:, cols], ax=ax, cmap="viridis", xticklabels=col_labels, yticklabels=row_labels,
-                    cbar_kws={"label": "path similarity"})
+        sns.heatmap(
+            sub[:, cols],
+            ax=ax,
+            cmap="viridis",
+            xticklabels=col_labels,
+            yticklabels=row_labels,
+            cbar_kws={"label": "path similarity"},
+        )
         ax.tick_params(axis="x", labelsize=6, rotation=90)
         ax.tick_params(axis="y", labelsize=7, rotation=0)
+        ax.set_title(title, fontsize="medium")
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ablations
+# ---------------------------------------------------------------------------------------------------
+def _ablation_stats(results: Any, metric: str):
+    """(run names, means, stds) from per-run rows (a "run" column, one row per seed) or from a table indexed
+    by run with (metric, "mean") / (metric, "std") columns (``dsn_lab.course.ablation_table``)."""
+    import pandas as pd
+
+    df = results if isinstance(results, pd.DataFrame) else _to_frame(results, "results")
+    if "run" in df.columns:
+        if metric not in df.columns:
+            raise KeyError(f"plot_ablations: no {metric!r} column in the results (has {list(df.columns)})")
+        grouped = df.groupby("run", sort=False)[metric]
+        means, stds = grouped.mean(), grouped.std()
+    elif isinstance(df.columns, pd.MultiIndex) and (metric, "mean") in df.columns:
+        means = df[(metric, "mean")]
+        stds = df[(metric, "std")] if (metric, "std") in df.columns else means * np.nan
+    else:
+        raise KeyError(
+            f"plot_ablations: expected rows with 'run' and {metric!r} columns (run_ablations) or a table "
+            f"with ({metric!r}, 'mean') columns (ablation_table); got columns {list(df.columns)[:10]}"
+        )
+    if means.empty:
+        raise ValueError("plot_ablations: no runs to draw")
+    return [str(r) for r in means.index], means.to_numpy(dtype=float), stds.fillna(0).to_numpy(dtype=float)
+
+
+def plot_ablations(
+    results: Any,
+    *,
+    metric: str = "mAP@all",
+    title: str = "Ablations",
+    xlabel: str | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """One horizontal bar per ablation run, top to bottom in the order of ``results``: the mean of
+    ``metric`` over seeds, with the standard deviation as an error bar where there are several seeds.
+
+    ``results``: the rows of ``dsn_lab.course.run_ablations`` (columns "run", ``metric``, ...) or the table of
+    ``dsn_lab.course.ablation_table``. Each bar is labelled with its value.
+    """
+    runs, means, stds = _ablation_stats(results, metric)
+    with style_context():
+        fig = _new_figure((8.0, 0.9 + 0.45 * len(runs)))
+        ax = fig.subplots()
+        y = np.arange(len(runs))
+        ax.barh(y, means, xerr=np.where(stds > 0, stds, np.nan), color=_DOMAIN_COLORS["photo"], capsize=3)
+        ax.set_yticks(y, runs)
+        ax.invert_yaxis()  # the first run (the baseline) on top
+        for yi, m in zip(y, means):
+            ax.annotate(
+                f"{m:.3f}", (m, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small"
+            )
+        ax.set_xlim(0, max(float(np.nanmax(means + stds)) * 1.18, 1e-3))
+        ax.set_xlabel(xlabel or f"{metric} on the unseen classes")
         ax.set_title(title, fontsize="medium")
     return _finish(fig, save_to)

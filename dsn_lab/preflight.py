@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from dsn_lab.config import DSNConfig
+from dsn_lab.data import get_dataset
+from dsn_lab.data.datasets import absent_message, default_root
+from dsn_lab.data.emoji_sources import rasterise_svg
+from dsn_lab.semantics import cid_mask_for
 
 #: Parameters per backbone, for the checkpoint-size estimate of the disk check (rounded up).
 BACKBONE_PARAMS = {"cse_resnet50": 29_000_000, "efficientnet_lite0": 5_000_000, "resnet18": 12_000_000}
@@ -90,7 +94,6 @@ def check_imports(modules: Sequence[tuple[str, str]]) -> list[Problem]:
 
 def check_svg_renderer() -> list[Problem]:
     """Render a tiny SVG with the renderer the EmojiSketch build uses."""
-    from dsn_lab.data.emoji_sources import rasterise_svg
 
     try:
         rasterise_svg(_TINY_SVG, 4)
@@ -111,7 +114,6 @@ def check_cid_mask(cfg: DSNConfig, classes: Sequence[str]) -> list[Problem]:
     """Compute (and cache) the cid_mask rows of the training classes, as the trainer will."""
     if not kd_needs_cid_mask(cfg):
         return []
-    from dsn_lab.semantics import cid_mask_for
 
     try:
         cid_mask_for(cfg.dataset, list(classes), faithful=cfg.faithful)  # the trainer's call, cached
@@ -204,7 +206,6 @@ def preflight(
     default folder holds none). Returns what was found
     (``{"build_data": bool, "data_root": Path}``) so that callers can say whether data will be built.
     """
-    from dsn_lab.data.datasets import absent_message, default_root
 
     problems = check_imports(required_modules(cfg, figures=figures, analysis=analysis))
     root = Path(data_root).expanduser() if data_root is not None else default_root(cfg.dataset)
@@ -238,7 +239,6 @@ def preflight(
 def _training_classes(cfg: DSNConfig, root: Path) -> list[str] | None:
     """The training class names from the split lists (no image is opened); None when they cannot be read
     (the trainer then reports that itself)."""
-    from dsn_lab.data import get_dataset
 
     try:
         ds = get_dataset(

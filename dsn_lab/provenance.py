@@ -19,6 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dsn_lab import __version__
+from dsn_lab._atomic import atomic_write_bytes
+
 RECORD_FORMAT = "dsn_lab.environment"
 RECORD_VERSION = 1
 ENVIRONMENT_JSON = "environment.json"
@@ -55,7 +58,6 @@ def _dsn_lab_version() -> str:
     found = _version("dsn-lab")
     if found is not None:
         return found
-    from dsn_lab import __version__
 
     return __version__
 
@@ -164,9 +166,8 @@ def format_environment(record: dict[str, Any], title: str = "environment") -> st
     shown = ", ".join(f"{k} {pk[k]}" for k in SHOWN if pk.get(k) is not None)
     missing = [k for k, v in pk.items() if v is None]
     cuda = record.get("cuda")
-    torch_line = (
-        f"torch {pk.get('torch') or 'missing'}"
-        + (f" (CUDA {cuda}, cuDNN {_cudnn_text(record.get('cudnn'))})" if cuda else " (CPU build)")
+    torch_line = f"torch {pk.get('torch') or 'missing'}" + (
+        f" (CUDA {cuda}, cuDNN {_cudnn_text(record.get('cudnn'))})" if cuda else " (CPU build)"
     )
     gpus = record.get("gpus") or []
     if gpus:
@@ -210,7 +211,6 @@ def write_environment(
     A resumed run may continue on other software or hardware: its record keeps the earlier sessions'
     records, oldest first, under ``"earlier"``.
     """
-    from dsn_lab._atomic import atomic_write_bytes
 
     rec = dict(record if record is not None else environment_record())
     old = read_environment(folder) if resumed else None

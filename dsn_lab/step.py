@@ -15,24 +15,29 @@ what they show is what trains. Routing, as released:
 - the memory bank updated with the un-augmented pooled sketch features (the batch's photos as reference),
   then ``1 - cos(photo feature, sketch centre of its class)``; detached unless ``cfg.quirk("memory_grad")``.
 
-What stays in the trainer: the optimiser, gradient accumulation, DDP (it joins through :class:`StepHooks`),
-fault handling and logging.
+Around the step, also here because they define it as released: its fixed inputs (:func:`step_inputs`: the
+frozen teacher, the WordNet ``cid_mask`` and the memory bank), the optimiser with the backbone/head
+parameter groups (:func:`make_optimizer`) and the lr schedule (:func:`lr_factor`). What stays in the
+trainer: gradient accumulation, DDP (it joins through :class:`StepHooks`), the NaN stop and logging.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsn_lab.config import DSNConfig
+from dsn_lab.inference import autocast
 from dsn_lab.losses import SupConLoss, sake_kd_loss
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dsn_lab.config import DSNConfig
+from dsn_lab.memory import SketchMemory
+from dsn_lab.model import build_teacher
+from dsn_lab.semantics import cid_mask_for
 
 TERMS = ("ce", "kd", "contrastive", "memory")
 
@@ -126,7 +131,7 @@ def dsn_step(
             "dsn_losses: use_memory is on but no memory bank was given. Fix: pass memory= "
             "(dsn_lab.memory.SketchMemory) or set use_memory=False."
         )
-    amp = torch.autocast(device_type=dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    amp = autocast(dev, autocast_dtype)  # None: an explicitly disabled region (fp32)
     teacher_logits = None
     with amp:
         out = model(x, dom)
@@ -192,3 +197,120 @@ def dsn_losses(
     """
     res = dsn_step(model, batch, cfg, teacher=teacher, memory=memory, cid_mask=cid_mask)
     return {**res.terms, "total": res.total}
+
+
+# ---------------------------------------------------------------------------------------------------
+# around the step: its fixed inputs, the optimiser, the lr schedule
+# ---------------------------------------------------------------------------------------------------
+class StepInputs(NamedTuple):
+    """What :func:`dsn_step` takes besides the model and the batch. ``use_kd``: whether KD is really on
+    (False when the config asks for it but there is no teacher; ``note`` says why)."""
+
+    teacher: nn.Module | None
+    cid_mask: Tensor | None
+    memory: SketchMemory | None
+    use_kd: bool
+    note: str
+
+
+def step_inputs(cfg: DSNConfig, classes: Sequence[str], feature_dim: int, device: torch.device) -> StepInputs:
+    """The frozen ImageNet teacher (eval mode, no gradient), the ``cid_mask`` table of ``classes`` (when
+    ``kdneg != 0``) and the sketch memory bank (when ``use_memory``), on ``device``."""
+    teacher, cid, note = None, None, ""
+    use_kd = bool(cfg.use_kd and cfg.w_kd != 0 and cfg.teacher)
+    if use_kd:
+        teacher = build_teacher(cfg)
+        if teacher is None:
+            note = (
+                f"no ImageNet teacher for backbone {cfg.backbone!r} (pretrained={cfg.pretrained}): "
+                "the KD term is off for this run"
+            )
+            use_kd = False
+        else:
+            teacher = teacher.to(device).eval()
+            if cfg.channels_last:
+                teacher = teacher.to(memory_format=torch.channels_last)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+    if use_kd and cfg.kdneg != 0:
+        try:
+            table = cid_mask_for(cfg.dataset, list(classes), faithful=cfg.faithful)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the fix
+            raise RuntimeError(
+                "The KD term needs the WordNet class/ImageNet similarity (cid_mask), which failed: "
+                f"{exc}\n"
+                "Or train without it: set kdneg=0 (plain distillation) or use_kd=False."
+            ) from exc
+        cid = torch.as_tensor(table, dtype=torch.float32, device=device)
+    memory = None
+    if cfg.use_memory:
+        memory = SketchMemory(
+            len(classes),
+            cfg.memory_slots,
+            feature_dim,
+            faithful=cfg.quirk("memory_row_overwrite"),
+            detach_loss=not cfg.quirk("memory_grad"),
+        ).to(device)
+    return StepInputs(teacher, cid, memory, use_kd, note)
+
+
+def param_groups(model: nn.Module, cfg: DSNConfig) -> list[dict[str, Any]]:
+    """Backbone and head parameter groups; the backbone's lr is ``lr * backbone_lr_mult``.
+
+    The backbone is the model's ``backbone`` attribute when it has one, else parameters whose names start
+    with "backbone."/"features."/"original_model."; everything else (hashing layer, classifier, KD head)
+    is the head.
+    """
+    mult = float(getattr(cfg, "backbone_lr_mult", 1.0))
+    body = getattr(model, "backbone", None)
+    body_ids = {id(p) for p in body.parameters()} if isinstance(body, nn.Module) else set()
+    backbone, head = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_body = id(p) in body_ids or (
+            not body_ids and name.split(".")[0] in ("backbone", "features", "original_model")
+        )
+        (backbone if is_body else head).append(p)
+    groups = []
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.lr * mult, "lr_mult": mult, "name": "backbone"})
+    if head:
+        groups.append({"params": head, "lr": cfg.lr, "lr_mult": 1.0, "name": "head"})
+    return groups
+
+
+def make_optimizer(model: nn.Module, cfg: DSNConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` ("adam" as in the paper, "adamw", "sgd") over :func:`param_groups`."""
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+    raise ValueError(f"Unknown optimizer {cfg.optimizer!r}: use 'adam' (paper), 'adamw' or 'sgd'.")
+
+
+def lr_factor(
+    cfg: DSNConfig, epoch: int, opt_step: int, total_steps: int, elapsed: float | None = None
+) -> float:
+    """Multiplier of the base lr.
+
+    "exp" (released): ``lr_decay ** (epoch / epochs)``, constant within an epoch. "cosine": half a cosine
+    over the run's optimiser steps; with ``max_train_seconds`` set (and ``lr_follows_time``, the default),
+    progress is the larger of the step and the time fraction, so the schedule ends when the time budget
+    does. "constant": 1.
+    """
+    if cfg.lr_schedule == "exp":
+        return float(cfg.lr_decay ** (epoch / max(cfg.epochs, 1)))
+    if cfg.lr_schedule == "cosine":
+        progress = opt_step / max(total_steps, 1)
+        if cfg.max_train_seconds and cfg.lr_follows_time and elapsed is not None:
+            progress = max(progress, elapsed / cfg.max_train_seconds)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    raise ValueError(
+        f"Unknown lr_schedule {cfg.lr_schedule!r}: use 'exp' (released), 'cosine' or 'constant'."
+    )

@@ -35,6 +35,11 @@ Usage (a notebook cell; in Voila: ``voila notebooks/07_retrieval_explorer.ipynb`
     from dsn_lab.widgets import RetrievalExplorer
     RetrievalExplorer.from_checkpoints({"baseline": "runs/base/best.pt", "DSN": "runs/dsn/best.pt"},
                                        cache_dir="~/.cache/dsn_lab/explorer")
+
+Why this module is long: the plain-Python :class:`Explorer` and its ipywidgets face change together (every
+control maps to one Explorer call, every message the face shows comes from one Explorer result), and the
+query readers (upload, drawing, test sketch) are shared by both; a split would leave each half unreadable
+without the other.
 """
 
 from __future__ import annotations
@@ -56,7 +61,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dsn_lab._atomic import atomic_write_bytes
+from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.colab import in_colab
+from dsn_lab.data import get_dataset
+from dsn_lab.data.transforms import eval_transform
+from dsn_lab.embed import extract_features, file_hash
+from dsn_lab.metrics import evaluate_retrieval, itq_fit, rank_gallery
 
 __all__ = [
     "Explorer",
@@ -116,8 +127,14 @@ def load_query_image(data: bytes | memoryview, name: str = "upload") -> Image.Im
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 out = _on_white(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise QueryImageError(
             f"{name!r} is not an image the explorer can read ({type(exc).__name__}). "
             "Upload a PNG or JPEG of a sketch."
@@ -174,8 +191,9 @@ class Thumbnails:
     def from_dataset(cls, dataset: Any, *, size: int = 96, cache_dir: Path | str | None = None) -> Thumbnails:
         """Thumbnails of a :class:`~dsn_lab.data.SketchPhotoDataset` (read with its ``load_image``)."""
         keys = [f"{dataset.root}/{rel}" for rel, _ in dataset.samples]
-        return cls(lambda i: dataset.load_image(i)[0], len(dataset), size=size, keys=keys,
-                   cache_dir=cache_dir)
+        return cls(
+            lambda i: dataset.load_image(i)[0], len(dataset), size=size, keys=keys, cache_dir=cache_dir
+        )
 
     @classmethod
     def from_images(cls, images: Sequence[Image.Image], *, size: int = 96) -> Thumbnails:
@@ -209,8 +227,6 @@ class Thumbnails:
         else:
             uri = self.encode(self.loader(index))
             if path is not None:
-                from dsn_lab._atomic import atomic_write_bytes
-
                 atomic_write_bytes(path, base64.b64decode(uri.split(",", 1)[1]), fsync=False)
         self._uris[index] = uri
         return uri
@@ -245,8 +261,6 @@ def model_encoder(
     """
     import torch
     import torch.nn.functional as F
-
-    from dsn_lab.data.transforms import eval_transform
 
     transform = eval_transform(image_size)
     pick = {"code": 2, "features": 3, "logits": 0}[output]
@@ -288,19 +302,21 @@ class FeatureSet:
     def __post_init__(self) -> None:
         self.gallery = np.ascontiguousarray(self.gallery, dtype=np.float32)
         if self.gallery.ndim != 2 or len(self.gallery) == 0:
-            raise ValueError(f"{self.name}: gallery features must be a non-empty [G, D] array, "
-                             f"got shape {self.gallery.shape}.")
+            raise ValueError(
+                f"{self.name}: gallery features must be a non-empty [G, D] array, "
+                f"got shape {self.gallery.shape}."
+            )
         if self.queries is not None:
             self.queries = np.ascontiguousarray(self.queries, dtype=np.float32)
             if self.queries.ndim != 2 or self.queries.shape[1] != self.gallery.shape[1]:
-                raise ValueError(f"{self.name}: query features {self.queries.shape} do not match the gallery "
-                                 f"features {self.gallery.shape} (same dimension expected).")
+                raise ValueError(
+                    f"{self.name}: query features {self.queries.shape} do not match the gallery "
+                    f"features {self.gallery.shape} (same dimension expected)."
+                )
 
     @property
     def itq(self) -> Any:
         if self._itq is None:
-            from dsn_lab.metrics import itq_fit
-
             bits = self.itq_bits or self.gallery.shape[1]
             self._itq = itq_fit(self.gallery, bits, seed=self.itq_seed)
         return self._itq
@@ -337,8 +353,10 @@ class FeatureSet:
     def to_codes(self, feature: np.ndarray, binary: bool) -> np.ndarray:
         feature = np.asarray(feature, dtype=np.float32).reshape(1, -1)
         if feature.shape[1] != self.gallery.shape[1]:
-            raise ValueError(f"{self.name}: query feature has {feature.shape[1]} dimensions, the gallery "
-                             f"{self.gallery.shape[1]}.")
+            raise ValueError(
+                f"{self.name}: query feature has {feature.shape[1]} dimensions, the gallery "
+                f"{self.gallery.shape[1]}."
+            )
         return np.asarray(self.itq.encode(feature), dtype=np.float32) if binary else feature
 
 
@@ -421,17 +439,24 @@ class Explorer:
         self.gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
         for s in sets:
             if len(s.gallery) != len(self.gallery_labels):
-                raise ValueError(f"{s.name}: {len(s.gallery)} gallery features for "
-                                 f"{len(self.gallery_labels)} gallery labels.")
+                raise ValueError(
+                    f"{s.name}: {len(s.gallery)} gallery features for "
+                    f"{len(self.gallery_labels)} gallery labels."
+                )
         self.query_labels = None if query_labels is None else np.asarray(query_labels, dtype=np.int64)
         nq = 0 if self.query_labels is None else len(self.query_labels)
         for s in sets:
-            if (s.queries is None) != (self.query_labels is None) or (s.queries is not None
-                                                                      and len(s.queries) != nq):
-                raise ValueError(f"{s.name}: query features and query_labels must both be given, "
-                                 "of the same length.")
-        self.query_names = list(query_names) if query_names is not None else [
-            f"{self.classes[lab]} #{i}" for i, lab in enumerate(self.query_labels if nq else [])]
+            if (s.queries is None) != (self.query_labels is None) or (
+                s.queries is not None and len(s.queries) != nq
+            ):
+                raise ValueError(
+                    f"{s.name}: query features and query_labels must both be given, of the same length."
+                )
+        self.query_names = (
+            list(query_names)
+            if query_names is not None
+            else [f"{self.classes[lab]} #{i}" for i, lab in enumerate(self.query_labels if nq else [])]
+        )
         self.gallery_names = list(gallery_names) if gallery_names is not None else None
         self.gallery_thumbs, self.query_thumbs = gallery_thumbs, query_thumbs
         self.n_relevant = np.bincount(self.gallery_labels, minlength=len(self.classes))
@@ -498,10 +523,15 @@ class Explorer:
         return fs._ap[key]
 
     def ap_of(self, query: np.ndarray, label: int, gallery: np.ndarray, binary: bool) -> float:
-        from dsn_lab.metrics import evaluate_retrieval
 
-        res = evaluate_retrieval(query.reshape(1, -1), np.array([label]), gallery, self.gallery_labels,
-                                 distance=_distance_for(binary), per_query=True)
+        res = evaluate_retrieval(
+            query.reshape(1, -1),
+            np.array([label]),
+            gallery,
+            self.gallery_labels,
+            distance=_distance_for(binary),
+            per_query=True,
+        )
         return float(np.asarray(res["AP_per_query"]).reshape(-1)[0])
 
     def search(
@@ -518,7 +548,6 @@ class Explorer:
 
         ``label``: the class of an uploaded/drawn query, when the user says it; gives marks and an AP.
         """
-        from dsn_lab.metrics import rank_gallery
 
         model = model or self.model_names[0]
         if model not in self.sets:
@@ -540,8 +569,11 @@ class Explorer:
             order = np.asarray(rank_gallery(q, gallery, distance=_distance_for(binary), topk=k))
             ap: float | None = None
             if qlabel is not None:
-                ap = (self.query_ap(model, query_index, binary) if query_index is not None
-                      else self.ap_of(q, qlabel, gallery, binary))
+                ap = (
+                    self.query_ap(model, query_index, binary)
+                    if query_index is not None
+                    else self.ap_of(q, qlabel, gallery, binary)
+                )
         top = np.asarray(order.reshape(-1)[:k] if order.ndim == 1 else order[0, :k], dtype=np.int64)
         labels = self.gallery_labels[top]
         return QueryResult(
@@ -559,21 +591,24 @@ class Explorer:
         )
 
     # -- drawing -------------------------------------------------------------------------------------
-    def grid_html(self, results: Sequence[QueryResult], query_uri: str | None = None,
-                  query_title: str = "query") -> str:
+    def grid_html(
+        self, results: Sequence[QueryResult], query_uri: str | None = None, query_title: str = "query"
+    ) -> str:
         """The query tile and, per checkpoint, a row of top-k tiles marked right (green) or wrong (red)."""
         esc = html.escape
         q_tile = (
             f'<img src="{query_uri}" style="width:96px;height:96px;object-fit:contain;background:#fff;'
-            f'border:3px solid #345">' if query_uri else '<div style="width:96px;height:96px;border:3px '
-            'dashed #999"></div>'
+            f'border:3px solid #345">'
+            if query_uri
+            else '<div style="width:96px;height:96px;border:3px dashed #999"></div>'
         )
         qclass = results[0].query_class if results else None
         parts = [
             '<div class="dsn-grid" style="font-family:sans-serif;font-size:12px">',
-            '<div style="display:flex;gap:12px;align-items:center;margin-bottom:8px">', q_tile,
+            '<div style="display:flex;gap:12px;align-items:center;margin-bottom:8px">',
+            q_tile,
             f'<div><b>{esc(query_title)}</b><br>class: <b class="dsn-query-class">'
-            f'{esc(qclass) if qclass else "unknown (pick its class to get marks and AP)"}</b></div></div>',
+            f"{esc(qclass) if qclass else 'unknown (pick its class to get marks and AP)'}</b></div></div>",
             '<div style="display:flex;flex-wrap:wrap;gap:16px">',
         ]
         for r in results:
@@ -632,7 +667,8 @@ def enable_colab_widgets() -> bool:
                 f"Could not enable Colab's custom widget manager ({type(exc).__name__}: {exc}); the drawing "
                 "pad may not show. Run `from google.colab import output` and "
                 "`output.enable_custom_widget_manager()` in a cell, then display the explorer again.",
-                stacklevel=2)
+                stacklevel=2,
+            )
             return True
         _colab_widgets_enabled = True
     return True
@@ -702,32 +738,54 @@ class RetrievalExplorer:
 
         classes = explorer.classes
         present = sorted({int(c) for c in (explorer.query_labels if explorer.num_queries else [])})
-        self.class_filter = W.Dropdown(options=[self.ALL] + [classes[c] for c in present], value=self.ALL,
-                                       description="class", layout=W.Layout(width="260px"))
+        self.class_filter = W.Dropdown(
+            options=[self.ALL] + [classes[c] for c in present],
+            value=self.ALL,
+            description="class",
+            layout=W.Layout(width="260px"),
+        )
         self.query = W.Dropdown(options=[], description="sketch", layout=W.Layout(width="340px"))
         self.random_button = W.Button(description="random", icon="random", layout=W.Layout(width="100px"))
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload an image",
-                                   layout=W.Layout(width="200px"))
-        self.upload_class = W.Dropdown(options=[self.UNKNOWN] + list(classes), value=self.UNKNOWN,
-                                       description="its class", layout=W.Layout(width="260px"))
+        self.upload = W.FileUpload(
+            accept="image/*", multiple=False, description="upload an image", layout=W.Layout(width="200px")
+        )
+        self.upload_class = W.Dropdown(
+            options=[self.UNKNOWN] + list(classes),
+            value=self.UNKNOWN,
+            description="its class",
+            layout=W.Layout(width="260px"),
+        )
         self.pad = drawing_pad(192)
-        self.draw_button = W.Button(description="search my drawing", icon="search",
-                                     layout=W.Layout(width="200px"))
+        self.draw_button = W.Button(
+            description="search my drawing", icon="search", layout=W.Layout(width="200px")
+        )
         self.k = W.IntSlider(value=min(k, max_k), min=1, max=max_k, description="k", continuous_update=False)
-        self.codes = W.ToggleButtons(options=["real-valued", "binary (ITQ)"], value="real-valued",
-                                     description="codes", style={"button_width": "110px"})
+        self.codes = W.ToggleButtons(
+            options=["real-valued", "binary (ITQ)"],
+            value="real-valued",
+            description="codes",
+            style={"button_width": "110px"},
+        )
         names = explorer.model_names
-        self.model = W.ToggleButtons(options=names + ([self.BOTH] if len(names) > 1 else []),
-                                     value=self.BOTH if len(names) > 1 else names[0],
-                                     description="checkpoint")
+        self.model = W.ToggleButtons(
+            options=names + ([self.BOTH] if len(names) > 1 else []),
+            value=self.BOTH if len(names) > 1 else names[0],
+            description="checkpoint",
+        )
         self.message = W.HTML("")
         self.message.add_class("dsn-message")
         self.grid = W.HTML("")
         self.grid.add_class("dsn-grid-widget")
-        for w, cls_ in ((self.class_filter, "dsn-class-filter"), (self.query, "dsn-query"),
-                        (self.random_button, "dsn-random"), (self.upload, "dsn-upload"),
-                        (self.draw_button, "dsn-draw-search"), (self.k, "dsn-k"), (self.codes, "dsn-codes"),
-                        (self.model, "dsn-model")):
+        for w, cls_ in (
+            (self.class_filter, "dsn-class-filter"),
+            (self.query, "dsn-query"),
+            (self.random_button, "dsn-random"),
+            (self.upload, "dsn-upload"),
+            (self.draw_button, "dsn-draw-search"),
+            (self.k, "dsn-k"),
+            (self.codes, "dsn-codes"),
+            (self.model, "dsn-model"),
+        ):
             w.add_class(cls_)
 
         self._fill_queries()
@@ -735,26 +793,40 @@ class RetrievalExplorer:
         self.query.observe(lambda ch: self._on_query(), names="value")
         self.random_button.on_click(lambda b: self.pick_random())
         self.upload.observe(lambda ch: self._on_upload(), names="value")
-        self.upload_class.observe(lambda ch: self.refresh() if self._source != "dataset" else None,
-                                  names="value")
+        self.upload_class.observe(
+            lambda ch: self.refresh() if self._source != "dataset" else None, names="value"
+        )
         self.pad.observe(lambda ch: self._on_drawing(auto=True), names="value")
         self.draw_button.on_click(lambda b: self._on_drawing(auto=False))
         for w in (self.k, self.codes, self.model):
             w.observe(lambda ch: self.refresh(), names="value")
 
         row, col, note = W.HBox, W.VBox, W.HTML
-        own = col([
-            note("<b>...or your own image</b>: upload a file, or draw in the box and let go of the mouse."),
-            self.upload, self.draw_button,
-            note("Say which class it is to get right/wrong marks and its AP:"), self.upload_class,
-        ], layout=W.Layout(width="330px"))
-        self.widget = col([
-            note("<b>Query with a test sketch</b> of an unseen class (filter by class, or pick at random):"),
-            row([self.class_filter, self.query, self.random_button]),
-            row([own, self.pad]),
-            row([self.k, self.codes]), self.model,
-            self.message, self.grid,
-        ])
+        own = col(
+            [
+                note(
+                    "<b>...or your own image</b>: upload a file, or draw in the box and let go of the mouse."
+                ),
+                self.upload,
+                self.draw_button,
+                note("Say which class it is to get right/wrong marks and its AP:"),
+                self.upload_class,
+            ],
+            layout=W.Layout(width="330px"),
+        )
+        self.widget = col(
+            [
+                note(
+                    "<b>Query with a test sketch</b> of an unseen class (filter by class, or pick at random):"
+                ),
+                row([self.class_filter, self.query, self.random_button]),
+                row([own, self.pad]),
+                row([self.k, self.codes]),
+                self.model,
+                self.message,
+                self.grid,
+            ]
+        )
         self.widget.add_class("dsn-explorer")
         self.refresh()
 
@@ -786,7 +858,6 @@ class RetrievalExplorer:
         keys of the weights, e.g. checkpoint file hashes; default: a hash of the state dict); thumbnails are
         cached under ``cache_dir/thumbs``. ``kwargs`` go to the constructor (``k``, ``max_k``, ``seed``).
         """
-        from dsn_lab.embed import extract_features
 
         if not isinstance(models, Mapping):
             models = {"model": models}
@@ -794,8 +865,10 @@ class RetrievalExplorer:
             raise ValueError("image_size is required (the size the model was trained with: cfg.image_size).")
         for ds, what in ((sketches, "sketches"), (photos, "photos")):
             if getattr(ds, "transform", None) is not None:
-                raise ValueError(f"{what}: pass a dataset built with transform=None; the explorer applies "
-                                 "eval_transform(image_size) itself, to the gallery and to new queries.")
+                raise ValueError(
+                    f"{what}: pass a dataset built with transform=None; the explorer applies "
+                    "eval_transform(image_size) itself, to the gallery and to new queries."
+                )
         if list(sketches.classes) != list(photos.classes):
             raise ValueError("sketches and photos must come from the same split (their class lists differ).")
         sets = []
@@ -803,16 +876,25 @@ class RetrievalExplorer:
         cdir = None if cache_dir is None else Path(cache_dir).expanduser() / "features"
         for name, model in models.items():
             size = int(image_size[name] if isinstance(image_size, Mapping) else image_size)
-            common = dict(batch_size=batch_size, device=device, cache_dir=cdir, image_size=size,
-                          output=output, progress=progress,
-                          model_key=None if model_keys is None else model_keys.get(name))
+            common = dict(
+                batch_size=batch_size,
+                device=device,
+                cache_dir=cdir,
+                image_size=size,
+                output=output,
+                progress=progress,
+                model_key=None if model_keys is None else model_keys.get(name),
+            )
             g, g_labels = extract_features(model, photos, domain=1, **common)
             q, q_labels = extract_features(model, sketches, domain=0, **common)
             enc = model_encoder(model, image_size=size, device=device, output=output)
             sets.append(FeatureSet(str(name), g, q, encode=enc, itq_bits=itq_bits))
         tdir = None if cache_dir is None else Path(cache_dir).expanduser() / "thumbs"
         explorer = Explorer(
-            sets, np.asarray(g_labels), photos.classes, query_labels=np.asarray(q_labels),
+            sets,
+            np.asarray(g_labels),
+            photos.classes,
+            query_labels=np.asarray(q_labels),
             query_names=[f"{photos.classes[lab]} / {Path(rel).name}" for rel, lab in sketches.samples],
             gallery_names=[Path(rel).name for rel, _ in photos.samples],
             gallery_thumbs=Thumbnails.from_dataset(photos, size=thumb_size, cache_dir=tdir),
@@ -837,9 +919,6 @@ class RetrievalExplorer:
         ``data_root`` overrides the config's. Features are cached under ``cache_dir`` keyed by checkpoint
         file hashes. ``kwargs`` go to :meth:`from_models` and the constructor.
         """
-        from dsn_lab.data import get_dataset
-        from dsn_lab.embed import file_hash
-        from dsn_lab.train import load_trained_model
 
         if not isinstance(checkpoints, Mapping):
             checkpoints = {Path(checkpoints).stem: checkpoints}
@@ -849,13 +928,23 @@ class RetrievalExplorer:
             models[name], sizes[name], keys[name] = model, cfg.image_size, file_hash(path)
             datasets.add((cfg.dataset, data_root if data_root is not None else cfg.data_root))
         if len(datasets) != 1:
-            raise ValueError(f"The checkpoints were trained on different datasets "
-                             f"{sorted(map(str, datasets))}; compare checkpoints of one dataset.")
+            raise ValueError(
+                f"The checkpoints were trained on different datasets "
+                f"{sorted(map(str, datasets))}; compare checkpoints of one dataset."
+            )
         name, root = datasets.pop()
         sketches = get_dataset(name, root, split=split, domain="sketch", verbose=False)
         photos = get_dataset(name, root, split=split, domain="photo", verbose=False)
-        return cls.from_models(models, sketches, photos, image_size=sizes, device=device, cache_dir=cache_dir,
-                               model_keys=keys, **kwargs)
+        return cls.from_models(
+            models,
+            sketches,
+            photos,
+            image_size=sizes,
+            device=device,
+            cache_dir=cache_dir,
+            model_keys=keys,
+            **kwargs,
+        )
 
     # -- event handlers ---------------------------------------------------------------------------------
     def _fill_queries(self) -> None:
@@ -987,17 +1076,24 @@ class RetrievalExplorer:
                 qi = self.query.value
                 if qi is None:
                     self._clear_grid()
-                    self.show_message("No test sketches to show." if ex.num_queries == 0 else
-                                      "No test sketch matches the class filter.", error=False)
+                    self.show_message(
+                        "No test sketches to show."
+                        if ex.num_queries == 0
+                        else "No test sketch matches the class filter.",
+                        error=False,
+                    )
                     return []
-                results = [ex.search(m, query_index=qi, k=self.k.value, binary=binary)
-                           for m in self._models()]
+                results = [
+                    ex.search(m, query_index=qi, k=self.k.value, binary=binary) for m in self._models()
+                ]
                 uri = ex.query_thumbs.uri(qi) if ex.query_thumbs is not None else None
                 title = f"test sketch: {ex.query_names[qi]}"
             else:
                 label = None if self.upload_class.value == self.UNKNOWN else self.upload_class.value
-                results = [ex.search(m, feature=self._image_feats[m], label=label, k=self.k.value,
-                                     binary=binary) for m in self._models()]
+                results = [
+                    ex.search(m, feature=self._image_feats[m], label=label, k=self.k.value, binary=binary)
+                    for m in self._models()
+                ]
                 uri = self._image_uri
                 title = self._image_title
             self.grid.value = ex.grid_html(results, uri, title)

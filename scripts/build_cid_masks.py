@@ -128,8 +128,9 @@ def build(cache_dir: str | None = None) -> str:
         raise RuntimeError(f"WordNet at {folder} is {version}; the packaged rows must come from WordNet 3.0")
     lookups, keys = collect(wn, class_sets(emoji))
     rows = compute_rows(wn, folder, keys)
-    imagenet = [(w, wn.synset_from_pos_and_offset("n", int(w[1:])).lemma_names()[0])
-                for w in S.imagenet_wnids("timm")]
+    imagenet = [
+        (w, wn.synset_from_pos_and_offset("n", int(w[1:])).lemma_names()[0]) for w in S.imagenet_wnids("timm")
+    ]
     return render(version, emoji, lookups, rows, imagenet)
 
 

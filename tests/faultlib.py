@@ -210,6 +210,30 @@ def write_foreign_pickle(path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
+# a loss that diverges at a known batch
+
+
+def nan_in_step(step: Any, term: str, at: int) -> Any:
+    """A stand-in for ``dsn_lab.step.dsn_step`` whose ``at``-th call (counted from 1) returns loss term
+    ``term`` as NaN, and a NaN total, as a diverging run would: patch it over ``dsn_lab.train.dsn_step``.
+
+    The real step runs first, so the forward pass, the memory update and everything else the loop sees is
+    genuine; only the value of one term is replaced.
+    """
+    calls = [0]
+
+    def step_with_nan(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] != at or term not in out.terms:
+            return out
+        bad = out.terms[term] * float("nan")
+        return out._replace(total=out.total + bad, terms={**out.terms, term: bad})
+
+    return step_with_nan
+
+
+# ---------------------------------------------------------------------------------------------------
 # processes
 
 
@@ -228,9 +252,7 @@ def python_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def kill_when(
-    proc: subprocess.Popen, condition: Any, *, timeout: float = 120.0, poll: float = 0.02
-) -> bool:
+def kill_when(proc: subprocess.Popen, condition: Any, *, timeout: float = 120.0, poll: float = 0.02) -> bool:
     """SIGKILL ``proc`` as soon as ``condition()`` is true; False if it exited (or timed out) first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

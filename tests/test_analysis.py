@@ -111,9 +111,11 @@ def test_mmd_matches_brute_force_float64():
         a = np.zeros(16, bool)
         a[perm_rng.permutation(16)[:n]] = True
         xi, yi = np.where(a)[0], np.where(~a)[0]
-        v = (sum(k[i, j] for i in xi for j in xi if i != j) / (n * (n - 1))
-             + sum(k[i, j] for i in yi for j in yi if i != j) / (m * (m - 1))
-             - 2 * sum(k[i, j] for i in xi for j in yi) / (n * m))
+        v = (
+            sum(k[i, j] for i in xi for j in xi if i != j) / (n * (n - 1))
+            + sum(k[i, j] for i in yi for j in yi if i != j) / (m * (m - 1))
+            - 2 * sum(k[i, j] for i in xi for j in yi) / (n * m)
+        )
         exceed += v >= stat - 1e-12
     assert p2 == pytest.approx((1 + exceed) / 51)
 
@@ -121,8 +123,9 @@ def test_mmd_matches_brute_force_float64():
 def test_seeded_and_accepts_torch():
     s, ls, p, lp = clouds(1.0)
     a = domain_gap(s, ls, p, lp, seed=7, n_permutations=30)
-    b = domain_gap(torch.from_numpy(s).float(), torch.from_numpy(ls), torch.from_numpy(p), lp, seed=7,
-                   n_permutations=30)
+    b = domain_gap(
+        torch.from_numpy(s).float(), torch.from_numpy(ls), torch.from_numpy(p), lp, seed=7, n_permutations=30
+    )
     for key in GAP_KEYS:
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
 
@@ -273,16 +276,30 @@ def test_callback_every_datasets_pooled_and_subset():
     sk_images, sk_labels = tiny_images(seed=1)
     ph_images, ph_labels = tiny_images(seed=2)
     model = TinyDSN(domain_offset=0.0)
-    cb = DomainGapCallback(ListDataset(sk_images, sk_labels, 0), ListDataset(ph_images, ph_labels, 1),
-                           every=2, feature="pooled", max_samples=25, n_permutations=0, prefix="g/")
+    cb = DomainGapCallback(
+        ListDataset(sk_images, sk_labels, 0),
+        ListDataset(ph_images, ph_labels, 1),
+        every=2,
+        feature="pooled",
+        max_samples=25,
+        n_permutations=0,
+        prefix="g/",
+    )
     assert cb(model, epoch=1, step=10) == {}
     out = cb(model, epoch=2, step=20)
     assert "g/mmd" in out
     # feature="pooled" uses .features: the same numbers as domain_gap on the pooled means of the subset
     idx_s, idx_p = cb._sketch[2], cb._photo[2]
     assert len(idx_s) == 25
-    ref = domain_gap(sk_images[idx_s].mean(dim=(2, 3)), sk_labels[idx_s], ph_images[idx_p].mean(dim=(2, 3)),
-                     ph_labels[idx_p], seed=0, n_permutations=0, max_samples=None)
+    ref = domain_gap(
+        sk_images[idx_s].mean(dim=(2, 3)),
+        sk_labels[idx_s],
+        ph_images[idx_p].mean(dim=(2, 3)),
+        ph_labels[idx_p],
+        seed=0,
+        n_permutations=0,
+        max_samples=None,
+    )
     for k in GAP_KEYS:
         a, b = out[f"g/{k}"], ref[k]
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-5, abs=1e-6)

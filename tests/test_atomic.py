@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsn_lab._atomic import atomic_path, atomic_write_bytes
+from dsn_lab._atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def _mode(p: Path) -> int:
@@ -43,3 +43,10 @@ def test_prefix_and_suffix(tmp_path: Path) -> None:
         assert tmp.name.startswith(".f-") and tmp.name.endswith(".npz")
         tmp.write_bytes(b"1")
     assert (tmp_path / "f.npz").read_bytes() == b"1"
+
+
+def test_write_text_is_utf8_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "history.json"
+    assert atomic_write_text(target, '{"loss": "\u00e9"}') == target
+    assert target.read_bytes() == '{"loss": "\u00e9"}'.encode()
+    assert os.listdir(target.parent) == ["history.json"]

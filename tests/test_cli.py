@@ -1,4 +1,5 @@
-"""``python -m dsn_lab``: --help on every command, --set parsing, train then evaluate end to end."""
+"""``python -m dsn_lab``: --help on every command, --set parsing, train then evaluate end to end, the data and
+emojisketch commands."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dsn_lab import cli
+from dsn_lab import cli, demo, preflight
+from dsn_lab.config import get_preset
+from dsn_lab.data import emojisketch, fetch
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
+from dsn_lab.provenance import environment_record
+from dsn_lab.train import TrainResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,13 +25,19 @@ def test_top_level_help_lists_every_command() -> None:
         [sys.executable, "-m", "dsn_lab", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    for command in ("demo", "train", "evaluate", "data"):
+    for command in ("demo", "train", "evaluate", "data", "emojisketch"):
         assert command in proc.stdout
 
 
 @pytest.mark.parametrize(
     "command, expected",
-    [("demo", "--quick"), ("train", "--preset"), ("evaluate", "CHECKPOINT"), ("data", "ACTION")],
+    [
+        ("demo", "--quick"),
+        ("train", "--preset"),
+        ("evaluate", "CHECKPOINT"),
+        ("data", "ACTION"),
+        ("emojisketch", "--baseline"),
+    ],
 )
 def test_help_of_each_command(command: str, expected: str, capsys) -> None:
     with pytest.raises(SystemExit) as done:
@@ -121,8 +132,6 @@ def test_train_then_evaluate(tmp_path: Path, capsys) -> None:
 
 
 def test_evaluate_names_a_changed_environment() -> None:
-    from dsn_lab.provenance import environment_record
-
     trained = environment_record()
     now = json.loads(json.dumps(trained))
     now["packages"]["torch"] = "0.0-other"
@@ -137,8 +146,6 @@ def test_evaluate_names_a_changed_environment() -> None:
 def test_train_without_the_dataset_says_so_first(tmp_path: Path, monkeypatch, capsys) -> None:
     """No dataset: the first thing said is that it is not there and the two ways to get it -- no failed
     download of a split list (nothing is downloaded: the check comes first), no model built."""
-    import dsn_lab.data.fetch as fetch
-    import dsn_lab.train as train_mod
 
     def no_download(*args, **kwargs):
         raise AssertionError("a split list download was attempted")
@@ -147,7 +154,7 @@ def test_train_without_the_dataset_says_so_first(tmp_path: Path, monkeypatch, ca
         raise AssertionError("training started")
 
     monkeypatch.setattr(fetch, "ensure_split_file", no_download)
-    monkeypatch.setattr(train_mod, "train", no_training)
+    monkeypatch.setattr(cli, "train", no_training)
     monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
     out = tmp_path / "run"
     assert cli.main(["train", "--preset", "sketchy-s1-paper", "--output-dir", str(out)]) == 1
@@ -161,25 +168,19 @@ def test_train_without_the_dataset_says_so_first(tmp_path: Path, monkeypatch, ca
 
 def _no_long_work(monkeypatch) -> None:
     """Make every long step of the demo fail loudly, so a test sees whether one started."""
-    import dsn_lab.data.emojisketch as emojisketch
-    import dsn_lab.embed as embed_mod
-    import dsn_lab.train as train_mod
 
     def long_work(*args, **kwargs):
         raise AssertionError("a long step started before the preflight check")
 
-    monkeypatch.setattr(emojisketch, "ensure_emojisketch", long_work)
-    monkeypatch.setattr(embed_mod, "extract_features", long_work)
-    monkeypatch.setattr(train_mod, "train", long_work)
+    for name in ("ensure_emojisketch", "extract_features", "train", "evaluate_checkpoint"):
+        monkeypatch.setattr(demo, name, long_work)
 
 
 def test_demo_fails_first_with_the_fix_for_the_svg_renderer(tmp_path: Path, monkeypatch, capsys) -> None:
-    import dsn_lab.data.emoji_sources as sources
-
     def no_renderer(svg, size):
         raise RuntimeError("svgthing cannot be imported (no module 'svgthing'). Fix: pip install svgthing")
 
-    monkeypatch.setattr(sources, "rasterise_svg", no_renderer)
+    monkeypatch.setattr(preflight, "rasterise_svg", no_renderer)
     _no_long_work(monkeypatch)
     out = tmp_path / "run"
     assert cli.main(["demo", "--quick", "--data-root", str(tmp_path / "none"), "--output-dir", str(out)]) == 1
@@ -189,12 +190,10 @@ def test_demo_fails_first_with_the_fix_for_the_svg_renderer(tmp_path: Path, monk
 
 
 def test_demo_fails_first_without_wordnet(tmp_path: Path, monkeypatch, capsys) -> None:
-    import dsn_lab.semantics as semantics
-
     def no_wordnet(*args, **kwargs):
         raise LookupError("Resource wordnet not found.")
 
-    monkeypatch.setattr(semantics, "cid_mask_for", no_wordnet)
+    monkeypatch.setattr(preflight, "cid_mask_for", no_wordnet)
     monkeypatch.setitem(sys.modules, "seaborn", None)  # and a library of the figures is missing
     _no_long_work(monkeypatch)
     root = make_synthetic_emojisketch(tmp_path / "synth", per_class=1, size=16)
@@ -209,10 +208,6 @@ def test_demo_fails_first_without_wordnet(tmp_path: Path, monkeypatch, capsys) -
 
 
 def test_demo_warns_loudly_when_the_guard_cut_training() -> None:
-    from dsn_lab import demo
-    from dsn_lab.config import get_preset
-    from dsn_lab.train import TrainResult
-
     def result(stopped: str, steps: int) -> TrainResult:
         history = [{"kind": "step", "step": 1}, {"kind": "epoch", "step": steps}]
         return TrainResult(
@@ -246,6 +241,31 @@ def test_data_info_expected_column_is_what_loading_checks(tmp_path: Path, capsys
     )
 
 
+def test_emojisketch_prints_the_card_and_the_frozen_baseline(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``python -m dsn_lab emojisketch --baseline --quick``: the card, then the frozen-ImageNet scores (the
+    build is skipped: the synthetic fixture stands in for a built EmojiSketch)."""
+    root = make_synthetic_emojisketch(tmp_path / "synth", per_class=2, size=16)
+    asked = []
+
+    def built(root_arg, variant):
+        asked.append((root_arg, variant))
+        return root
+
+    monkeypatch.setattr(emojisketch, "ensure_emojisketch", built)
+    assert cli.main(["emojisketch", "--root", str(root), "--variant", "tiny", "--baseline", "--quick"]) == 0
+    assert asked == [(str(root), "tiny")]
+    out = capsys.readouterr().out
+    assert out.startswith("EmojiSketch (") and f"at {root}" in out.splitlines()[0]
+    assert "frozen ImageNet EfficientNet-Lite0, unseen classes, sketch -> photo" in out
+    scores = dict(line.strip().rsplit(": ", 1) for line in out.splitlines() if line.startswith("  "))
+    assert float(scores["queries"]) == float(scores["gallery"]) == 8.0 and float(scores["classes"]) == 4.0
+    assert 0.0 < float(scores["mAP@all (cosine)"]) <= 1.0
+    assert 0.0 < float(scores["mAP@all (random ranking)"]) < 1.0
+    capsys.readouterr()
+    assert cli.main(["emojisketch", "--root", str(root)]) == 0  # no --baseline: the card only
+    assert "frozen ImageNet" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the domain
@@ -268,9 +288,15 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for row in ("frozen ImageNet features", "head trained on frozen features", "CE + KD baseline, backbone",
-                "DSN, backbone trained", "domain gap (unseen concepts)", "after: DSN",
-                "after: CE + KD baseline"):
+    for row in (
+        "frozen ImageNet features",
+        "head trained on frozen features",
+        "CE + KD baseline, backbone",
+        "DSN, backbone trained",
+        "domain gap (unseen concepts)",
+        "after: DSN",
+        "after: CE + KD baseline",
+    ):
         assert row in proc.stdout
     assert f"[demo] figures: {figs}" in proc.stdout and "cut short" not in proc.stdout
     res = json.loads((out / "demo_results.json").read_text())
@@ -288,6 +314,10 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         assert all(0.0 <= v <= 1.0 for v in vals.values())
     assert res["rows"]["frozen ImageNet features"]["mAP@all"] > 0.05  # far above chance (about 0.02)
     assert {"ce", "kd", "contrastive", "memory"} <= set(res["losses_last_epoch"])
-    for name in ("demo_training_curves.png", "demo_retrieval_grid.png", "demo_projection.png",
-                 "demo_domain_gap.png"):
+    for name in (
+        "demo_training_curves.png",
+        "demo_retrieval_grid.png",
+        "demo_projection.png",
+        "demo_domain_gap.png",
+    ):
         assert (figs / name).stat().st_size > 10_000

@@ -62,8 +62,10 @@ def write_fake_colab(folder: Path) -> Path:
     imports next to it."""
     pkg = folder / "google" / "colab"
     pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text('"""Stand-in for Colab\'s google.colab (dsn-lab tests)."""\n'
-                                     "from google.colab import drive, output  # noqa: F401\n")
+    (pkg / "__init__.py").write_text(
+        '"""Stand-in for Colab\'s google.colab (dsn-lab tests)."""\n'
+        "from google.colab import drive, output  # noqa: F401\n"
+    )
     (pkg / "drive.py").write_text(_DRIVE_PY)
     (pkg / "output.py").write_text(_OUTPUT_PY)
     return folder
@@ -115,8 +117,11 @@ def test_find_checkout(tmp_path):
 
 @pytest.mark.parametrize(
     ("drive_dir", "mount_point"),
-    [("/content/drive/MyDrive/dsn_lab", "/content/drive"), ("/mnt/g/Shareddrives/lab/runs", "/mnt/g"),
-     ("/content/drive/MyDrive", "/content/drive")],
+    [
+        ("/content/drive/MyDrive/dsn_lab", "/content/drive"),
+        ("/mnt/g/Shareddrives/lab/runs", "/mnt/g"),
+        ("/content/drive/MyDrive", "/content/drive"),
+    ],
 )
 def test_drive_mount_point(drive_dir, mount_point):
     assert colab.drive_mount_point(drive_dir) == Path(mount_point)
@@ -133,7 +138,12 @@ def test_setup_outside_colab_uses_the_working_directory(tmp_path, monkeypatch, n
     ws = colab.setup(use_drive=True, quick=True)  # USE_DRIVE is ignored outside Colab, with a message
     assert "only applies on Colab" in capsys.readouterr().out
     assert (ws.root, ws.runs, ws.figures, ws.drive, ws.in_colab) == (
-        tmp_path.resolve(), tmp_path.resolve() / "runs", tmp_path.resolve() / "figures", None, False)
+        tmp_path.resolve(),
+        tmp_path.resolve() / "runs",
+        tmp_path.resolve() / "figures",
+        None,
+        False,
+    )
     assert ws.runs.is_dir() and ws.figures.is_dir()
     assert ws.fig_path("gap") == ws.figures / "gap-quick.png"
     assert colab.setup(quick=False, verbose=False).fig_path("gap") == ws.figures / "gap.png"
@@ -183,7 +193,8 @@ def test_colab_with_drive_keeps_runs_on_drive_across_runtimes(fake_colab, monkey
     (ws.run_dir("emoji-quick") / "last.pt").write_bytes(b"checkpoint")
     colab.setup(use_drive=True, drive_dir=str(drive_dir), verbose=False)  # already mounted: no second mount
     assert read_fake_colab_log(fake_colab / "colab.log") == [
-        {"call": "drive.mount", "mountpoint": str(runtime1 / "content/drive")}]
+        {"call": "drive.mount", "mountpoint": str(runtime1 / "content/drive")}
+    ]
     assert (fake_colab / "cloud/dsn_lab/runs/emoji-quick/last.pt").read_bytes() == b"checkpoint"
 
     monkeypatch.chdir(runtime2)
@@ -223,16 +234,27 @@ def test_import_dataset_archive_from_drive_counts_against_official_lists(fake_co
     archive = fake_colab / "content/drive/MyDrive/datasets/TUBerlin.zip"
     n_sketches = _tuberlin_zero_sketch_archive(fake_colab / "cloud/datasets/TUBerlin.zip")
     root = fake_colab / "data" / "tuberlin"
-    rows = colab.import_dataset_archive(archive, "tuberlin", root=root, splits_dir=REF,
-                                        local_dir=fake_colab / "local", progress=False)
+    rows = colab.import_dataset_archive(
+        archive, "tuberlin", root=root, splits_dir=REF, local_dir=fake_colab / "local", progress=False
+    )
     assert read_fake_colab_log(fake_colab / "colab.log")[0]["call"] == "drive.mount"  # mounted for the path
     assert not list((fake_colab / "local").iterdir())  # the local copy is removed after extraction
     by = {(r["split"], r["domain"]): r for r in rows}
-    assert set(by) == {("train", "sketch"), ("train", "photo"), ("test", "sketch"), ("zero", "sketch"),
-                       ("zero", "photo")}
+    assert set(by) == {
+        ("train", "sketch"),
+        ("train", "photo"),
+        ("test", "sketch"),
+        ("zero", "sketch"),
+        ("zero", "photo"),
+    }
     zero = by["zero", "sketch"]
     assert (zero["listed"], zero["found"], zero["missing"], zero["expected"], zero["note"]) == (
-        n_sketches, 2400, 0, 2400, "")
+        n_sketches,
+        2400,
+        0,
+        2400,
+        "",
+    )
     photos = by["zero", "photo"]
     assert (photos["found"], photos["listed"], photos["expected"]) == (0, 27989, 27989)
     assert "differs from the official 27,989" in photos["note"]

@@ -344,3 +344,22 @@ def test_cli_help(action, capsys):
         cli_main(["data", action, "--help"])
     assert exit_.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def test_data_layer_imports_only_itself_and_leaves():
+    """dsn_lab.data sits at the bottom of the package: besides its own modules it may import only leaf
+    modules (the one cache home, atomic writes, the config dataclass), so nothing above can be pulled in."""
+    import ast
+
+    allowed = {"dsn_lab._cache", "dsn_lab._atomic", "dsn_lab.config"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "dsn_lab" / "data").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                if name.split(".")[0] == "dsn_lab" and not name.startswith("dsn_lab.data"):
+                    if name not in allowed:
+                        found.append(f"{path.name}:{node.lineno} imports {name}")
+    assert not found, found

@@ -26,11 +26,11 @@ DRIVER = textwrap.dedent(
     """
     import sys
     import torch
-    import dsn_lab.model
+    import dsn_lab.train
     from dsn_lab.config import get_preset
     from dsn_lab.train import train
 
-    build = dsn_lab.model.build_model
+    build = dsn_lab.train.build_model
 
     def build_without_batchnorm(cfg, num_classes):
         # BatchNorm statistics are per process under DDP (as under the released nn.DataParallel): the one
@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent(
                     setattr(module, name, torch.nn.Identity())
         return model
 
-    dsn_lab.model.build_model = build_without_batchnorm
+    dsn_lab.train.build_model = build_without_batchnorm  # the name the trainer calls
 
     root, out = sys.argv[1], sys.argv[2]
     cfg = get_preset("cpu-quick", output_dir=out, epochs=1, steps_per_epoch=3, image_size=32, kdneg=0.0,
@@ -90,11 +90,11 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
     # weights: the updates (final - initial) agree; both runs start from the same seeded initialisation
+    from dsn_lab.checkpoint import checkpoint_config, seed_all
     from dsn_lab.model import build_model
-    from dsn_lab.train import _seed_all, checkpoint_config
 
     cfg = checkpoint_config(one)
-    _seed_all(cfg.seed)
+    seed_all(cfg.seed)
     init = build_model(cfg, one["num_classes"]).state_dict()  # BatchNorm keys unused below
     num = den = 0.0
     for k, v in one["model"].items():

@@ -13,8 +13,14 @@ import torch
 from torch import nn
 
 from dsn_lab import embed
+from dsn_lab.checkpoint import load_trained_model
+from dsn_lab.config import get_preset
 from dsn_lab.data import get_dataset
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
+from dsn_lab.metrics import evaluate_retrieval
+from dsn_lab.model import build_model
+from dsn_lab.provenance import ENVIRONMENT_JSON, environment_record
+from dsn_lab.train import train
 
 
 class Out(NamedTuple):
@@ -187,10 +193,6 @@ def test_results_table_layout() -> None:
 def test_evaluate_checkpoint_carries_the_training_environment(synth: Path, tmp_path: Path) -> None:
     """From the checkpoint itself; for a checkpoint without one (older runs), the run folder's
     environment.json; None when neither exists. The evaluating process's record comes along."""
-    from dsn_lab.config import get_preset
-    from dsn_lab.provenance import ENVIRONMENT_JSON, environment_record
-    from dsn_lab.train import train
-
     cfg = get_preset(
         "cpu-quick", output_dir=str(tmp_path / "run"), image_size=24, kdneg=0.0, steps_per_epoch=1
     )
@@ -210,3 +212,40 @@ def test_evaluate_checkpoint_carries_the_training_environment(synth: Path, tmp_p
     assert embed.evaluate_checkpoint(old, **kw)["environment"]["python"] == "marker: read from the folder"
     (tmp_path / "run" / ENVIRONMENT_JSON).unlink()
     assert embed.evaluate_checkpoint(old, **kw)["environment"] is None
+
+
+def test_evaluate_checkpoint_scores_the_codes_it_returns(synth: Path, tmp_path: Path) -> None:
+    """``features=True`` hands back what was scored: the checkpoint's L2-normalised codes of the split, in
+    dataset order, and the metrics are those of exactly these arrays."""
+    cfg = get_preset(
+        "cpu-quick", output_dir=str(tmp_path / "run"), image_size=24, kdneg=0.0, steps_per_epoch=1
+    )
+    ckpt = train(cfg, data_root=synth, verbose=False).final_checkpoint
+    kw = dict(data_root=synth, device="cpu", binary=False, progress=False)
+    got = embed.evaluate_checkpoint(ckpt, features=True, **kw)
+    q, ql, g, gl = got["features"]
+    model = load_trained_model(ckpt)[0]
+    np.testing.assert_allclose(q, _reference(model, _ds(synth, "sketch"), 0, 24), atol=1e-5)
+    np.testing.assert_allclose(g, _reference(model, _ds(synth, "photo"), 1, 24), atol=1e-5)
+    assert list(ql) == _ds(synth, "sketch").labels and list(gl) == _ds(synth, "photo").labels
+    ref = evaluate_retrieval(q, ql, g, gl)
+    assert got["real"] == {k: float(ref[k]) for k in embed.METRIC_COLUMNS}
+    assert "features" not in embed.evaluate_checkpoint(ckpt, **kw)  # the default result stays JSON
+
+
+def test_frozen_backbone_scores_the_pooled_imagenet_features(synth: Path) -> None:
+    """The frozen-ImageNet floor (``python -m dsn_lab emojisketch --baseline``) scores the same pooled
+    features as the demo's frozen row (the untrained DSN model's ``features`` output), ranked by cosine."""
+    got = embed.evaluate_frozen_backbone(synth, image_size=32)
+    model = build_model(get_preset("emoji-quick"), 6)
+    kw = dict(output="features", normalize=False, image_size=32, device="cpu")
+    q, ql = embed.extract_features(model, _ds(synth, "sketch"), domain=0, **kw)
+    g, gl = embed.extract_features(model, _ds(synth, "photo"), domain=1, **kw)
+    for distance, label in (("cosine", "cosine"), ("euclidean", "euclidean, raw features")):
+        ref = evaluate_retrieval(q, ql, g, gl, distance=distance)
+        for k in ("mAP@all", "mAP@200", "P@100", "P@200"):
+            assert got[f"{k} ({label})"] == pytest.approx(ref[k], abs=1e-9)
+    assert (got["classes"], got["queries"], got["gallery"]) == (4.0, 12.0, 12.0)
+    assert 0.0 < got["mAP@all (random ranking)"] < 1.0
+    small = embed.evaluate_frozen_backbone(synth, image_size=32, max_per_split=5)
+    assert small["queries"] == small["gallery"] == 5.0

@@ -4,6 +4,7 @@ tiny build from the npm tarballs (slow: the first run downloads ~28 MB from the 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -20,9 +21,7 @@ import pytest
 from dsn_lab.data import emoji_sources as es
 from dsn_lab.data import emojisketch as ek
 from dsn_lab.data.emoji_sources import (
-    IntegrityError,
     NpmPackage,
-    check_integrity,
     fetch_package,
     icon_svg,
     normalise_codepoints,
@@ -30,6 +29,7 @@ from dsn_lab.data.emoji_sources import (
     resolve_icon,
 )
 from dsn_lab.data.emojisketch import Concept, near_duplicate_of, plan_split
+from dsn_lab.data.fetch import ChecksumError, verify_file
 
 SKETCHY_REF = (
     Path(__file__).resolve().parents[1].parent
@@ -201,7 +201,7 @@ def test_rasterise_svg_composites_transparency_onto_white() -> None:
     r, g, b = img.getpixel((16, 16))
     assert r == 255 and abs(g - 128) <= 2 and abs(b - 128) <= 2  # half red over white, not over black
     empty = rasterise_svg(_svg(""), 32)
-    assert ek.is_blank(empty) and empty.getpixel((16, 16)) == (255, 255, 255)
+    assert ek.too_little_ink(empty) and empty.getpixel((16, 16)) == (255, 255, 255)
 
 
 def test_rasterise_svg_draws_what_emoji_sets_use() -> None:
@@ -249,6 +249,25 @@ def test_recipe_hash_names_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None
         assert ek.recipe_hash() != ours
 
 
+def test_recipe_hash_covers_the_whole_recipe_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every table of dsn_lab/resources/emojisketch.json (its prose aside) goes into the hash: editing any of
+    them makes a cached build stale, so it is rebuilt."""
+    assert ek.recipe_tables() == {k: v for k, v in ek.RECIPE.items() if k not in ("about", "notes")}
+    ours = ek.recipe_hash()
+    edits = {
+        "SKETCHY_WITHOUT_EMOJI": (*ek.SKETCHY_WITHOUT_EMOJI, "kite"),  # not in the hash before the move
+        "GROUPS": ek.GROUPS[:-1],
+        "PHOTO_PACKAGES": (dataclasses.replace(es.PHOTO_PACKAGES[0], title="x"), *es.PHOTO_PACKAGES[1:]),
+        "NAME_MATCH_BLOCKLIST": {},
+        "SUBGROUP_NEAR_DUPLICATES": {},
+    }
+    for name, value in edits.items():
+        with monkeypatch.context() as mp:
+            mp.setattr(ek, name, value)
+            assert ek.recipe_hash() != ours, name
+    assert ek.recipe_hash() == ours
+
+
 def test_renders_standalone_flags_css_classes() -> None:
     assert es.renders_standalone('<path d="M0 0h1v1z"/>')
     assert not es.renders_standalone('<path class="st0" d="M0 0h1v1z"/>')
@@ -272,14 +291,17 @@ def _tgz(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_check_integrity_accepts_and_rejects(tmp_path: Path) -> None:
+def test_integrity_pin_accepts_and_rejects(tmp_path: Path) -> None:
+    """npm tarballs are checked by the package's one verifier, with the one ChecksumError."""
     data = _tgz({"package.json": b'{"name": "x", "license": "MIT"}'})
     f = tmp_path / "x.tgz"
     f.write_bytes(data)
-    check_integrity(f, _sri(data))
+    verify_file(f, integrity=_sri(data))
     f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(IntegrityError, match="integrity mismatch"):
-        check_integrity(f, _sri(data))
+    with pytest.raises(ChecksumError, match=rf"{f}: integrity sha512-\S+, expected sha512-"):
+        verify_file(f, integrity=_sri(data))
+    with pytest.raises(ValueError, match="Unsupported integrity algorithm"):
+        verify_file(f, integrity="md5-AAAA")
 
 
 def test_fetch_package_over_plain_http_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,10 +315,10 @@ def test_fetch_package_over_plain_http_verifies(tmp_path: Path, monkeypatch: pyt
     cache = tmp_path / "cache"
 
     tarball.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # tampered
-    with pytest.raises(IntegrityError):
+    with pytest.raises(ChecksumError, match="nothing was written to"):
         fetch_package(pkg, cache, use_npm=False, progress=False)
     assert not (cache / pkg.tarball_name).exists()  # nothing half-verified at the final path
-    assert [p.name for p in cache.iterdir()] == []
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []  # no .part left either
 
     tarball.write_bytes(good)
     out = fetch_package(pkg, cache, use_npm=False, progress=False)
@@ -568,7 +590,7 @@ def test_tiny_build_and_lock(tmp_path: Path) -> None:
         with Image.open(f) as im:
             assert im.size == (112, 112) and im.mode == "RGB"
             a = np.asarray(im)
-            assert (a < 200).any() and not ek.is_blank(im), f  # some ink
+            assert (a < 200).any() and not ek.too_little_ink(im), f  # some ink
             if f.parts[-3] == "sketch":  # line art on white: white corners, no grey fill
                 assert (a[[0, 0, -1, -1], [0, -1, 0, -1]] == 255).all(), f
     attribution = (root / "ATTRIBUTION.md").read_text()

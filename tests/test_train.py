@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import dsn_lab.train as T
+from dsn_lab.checkpoint import checkpoint_config
 from dsn_lab.config import get_preset
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import faultlib  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def test_train_writes_checkpoint_and_history(synth: Path, tmp_path: Path) -> Non
     assert res.stopped == "completed" and res.selection == "val_mAP@all"
     ckpt = torch.load(res.final_checkpoint, map_location="cpu", weights_only=True)  # safe load works
     assert ckpt["position"]["finished"] and ckpt["position"]["opt_step"] == 6
-    assert T.checkpoint_config(ckpt).hashing_dim == 16
+    assert checkpoint_config(ckpt).hashing_dim == 16
     steps = [r for r in res.history if r["kind"] == "step"]
     epochs = [r for r in res.history if r["kind"] == "epoch"]
     assert len(steps) == 6 and len(epochs) == 2
@@ -116,29 +120,19 @@ def test_resume_of_finished_run_returns_it(synth: Path, tmp_path: Path) -> None:
     assert again.history == first.history and again.best_metric == first.best_metric
 
 
-def test_resume_with_other_config_names_the_fields(synth: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path / "run", epochs=1, steps_per_epoch=1)
-    T.train(cfg, data_root=synth, verbose=False)
-    with pytest.raises(T.CheckpointError) as err:
-        T.train(cfg.replace(lr=3e-4, hashing_dim=8), data_root=synth, resume=True, verbose=False)
-    msg = str(err.value)
-    assert "lr" in msg and "hashing_dim" in msg and "last.pt" in msg
-    assert "output_dir" not in msg.split("differing fields")[1].split("Fix")[0]
-    # fields that change no result may differ
-    T.train(
-        cfg.replace(log_every=5, num_workers=0, max_train_seconds=100.0),
-        data_root=synth,
-        resume=True,
-        verbose=False,
-    )
-
-
 def test_existing_run_needs_resume_or_overwrite(synth: Path, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path / "run", epochs=1, steps_per_epoch=1)
     T.train(cfg, data_root=synth, verbose=False)
     with pytest.raises(FileExistsError, match="resume"):
         T.train(cfg, data_root=synth, verbose=False)
     T.train(cfg, data_root=synth, overwrite=True, verbose=False)
+
+
+def test_nan_in_one_term_of_the_step_stops_naming_it(synth: Path, tmp_path: Path, monkeypatch) -> None:
+    # faults are injected by patching the step the loop calls (the loop itself has no test hook)
+    monkeypatch.setattr(T, "dsn_step", faultlib.nan_in_step(T.dsn_step, "memory", at=2))
+    with pytest.raises(T.TrainingDivergedError, match="'memory' = nan is not finite at epoch 1, batch 2"):
+        T.train(_cfg(tmp_path / "run"), data_root=synth, verbose=False)
 
 
 def test_nan_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(
@@ -167,35 +161,6 @@ def test_nan_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(
     assert history[-1]["kind"] == "diverged" and history[-1]["terms"] == "contrastive"
 
 
-def test_fault_injection_env_hook(synth: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(T.FAULT_ENV, "memory@2")
-    with pytest.raises(T.TrainingDivergedError, match="'memory'"):
-        T.train(_cfg(tmp_path / "run"), data_root=synth, verbose=False)
-
-
-def test_refuses_foreign_and_truncated_checkpoints(synth: Path, tmp_path: Path) -> None:
-    class NotOurs:
-        def __reduce__(self):
-            return (print, ("this ran code",))
-
-    bad = tmp_path / "evil.pt"
-    bad.write_bytes(pickle.dumps({"format": T.CHECKPOINT_FORMAT, "x": NotOurs()}))
-    with pytest.raises(T.CheckpointError, match="weights_only"):
-        T.load_checkpoint(bad)
-    res = T.train(_cfg(tmp_path / "run", epochs=1, steps_per_epoch=1), data_root=synth, verbose=False)
-    data = res.final_checkpoint.read_bytes()
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(T.CheckpointError, match="truncated or corrupted"):
-        T.load_checkpoint(cut)
-    plain = tmp_path / "plain.pt"
-    torch.save({"state_dict": {}}, plain)
-    with pytest.raises(T.CheckpointError, match="not a dsn_lab checkpoint"):
-        T.load_checkpoint(plain)
-    with pytest.raises(FileNotFoundError, match="not found"):
-        T.load_checkpoint(tmp_path / "missing.pt")
-
-
 def test_time_budget_stops_and_checkpoints_mid_epoch(synth: Path, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path / "run", epochs=3, max_train_seconds=1e-3, lr_schedule="cosine")
     res = T.train(cfg, data_root=synth, verbose=False)
@@ -206,21 +171,6 @@ def test_time_budget_stops_and_checkpoints_mid_epoch(synth: Path, tmp_path: Path
     assert res.best_checkpoint is not None
 
 
-def test_selection_accuracy_uses_held_out_training_sketches(synth: Path, tmp_path: Path) -> None:
-    cfg = _cfg(
-        tmp_path / "run",
-        epochs=1,
-        steps_per_epoch=2,
-        selection="accuracy",
-        val_fraction=0.34,
-        sketches_per_batch=4,
-    )
-    res = T.train(cfg, data_root=synth, verbose=False)
-    row = [r for r in res.history if r["kind"] == "epoch"][0]
-    assert res.selection == "val_acc" and 0.0 <= row["val_acc"] <= 1.0
-    assert 0.0 <= row["val_paired_map"] <= 1.0 and res.best_metric == row["val_acc"]
-
-
 def test_grad_accumulation_counts_optimizer_steps(synth: Path, tmp_path: Path) -> None:
     res = T.train(
         _cfg(tmp_path / "run", epochs=1, steps_per_epoch=3, grad_accum_steps=2),
@@ -229,27 +179,6 @@ def test_grad_accumulation_counts_optimizer_steps(synth: Path, tmp_path: Path) -
     )
     ckpt = torch.load(res.final_checkpoint, weights_only=True)
     assert ckpt["position"]["opt_step"] == 2 and ckpt["position"]["batches_seen"] == 3
-
-
-def test_lr_factor_schedules() -> None:
-    cfg = get_preset("cpu-quick", epochs=20, lr_schedule="exp", lr_decay=1e-3)
-    assert T.lr_factor(cfg, 0, 0, 100) == 1.0
-    assert T.lr_factor(cfg, 10, 50, 100) == pytest.approx(1e-3**0.5)
-    cos = cfg.replace(lr_schedule="cosine")
-    assert T.lr_factor(cos, 0, 0, 100) == 1.0
-    assert T.lr_factor(cos, 0, 50, 100) == pytest.approx(0.5)
-    assert T.lr_factor(cos, 0, 100, 100) == pytest.approx(0.0)
-    timed = cos.replace(max_train_seconds=10.0)  # progress: the larger of steps and time used
-    assert T.lr_factor(timed, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="lr_schedule"):
-        T.lr_factor(cfg.replace(lr_schedule="step"), 0, 0, 1)
-
-
-def test_load_trained_model_matches_checkpoint(synth: Path, tmp_path: Path) -> None:
-    res = T.train(_cfg(tmp_path / "run", epochs=1, steps_per_epoch=1), data_root=synth, verbose=False)
-    model, cfg, ckpt = T.load_trained_model(res.final_checkpoint)
-    assert not model.training and cfg.hashing_dim == 16 and ckpt["classes"] == res.classes
-    assert _state_equal(model.state_dict(), ckpt["model"])
 
 
 def test_run_folder_records_config_and_environment(synth: Path, tmp_path: Path) -> None:
@@ -288,19 +217,6 @@ def test_time_guard_reports_planned_steps_and_warns(synth: Path, tmp_path: Path,
     assert done.stopped == "completed" and done.planned_steps == 3
 
 
-def test_guard_only_time_cap_leaves_the_schedule_to_the_steps() -> None:
-    cos = get_preset("cpu-quick", epochs=20, lr_schedule="cosine", max_train_seconds=10.0)
-    assert T.lr_factor(cos, 0, 10, 100, elapsed=5.0) == pytest.approx(0.5)  # a budget: time steers it
-    guard = cos.replace(lr_follows_time=False)
-    for elapsed in (0.0, 5.0, 9.9, 1e6):
-        assert T.lr_factor(guard, 0, 10, 100, elapsed=elapsed) == pytest.approx(
-            0.5 * (1 + math.cos(math.pi * 0.1))
-        )
-    demo = get_preset("emoji-demo")  # the demo: a fixed step count, the cap only a guard
-    assert demo.steps_per_epoch * demo.epochs == 160 and not demo.lr_follows_time
-    assert demo.max_train_seconds >= 1800
-
-
 def test_cudnn_flags_as_released_or_auto() -> None:
     b = torch.backends.cudnn
     saved = (b.deterministic, b.benchmark)
@@ -330,30 +246,3 @@ def test_memory_flush_each_epoch_or_never(synth: Path, tmp_path: Path, flush: st
     )
     first = int(torch.load(res1.final_checkpoint, weights_only=True)["memory"]["fill"].sum())
     assert (two > first) is (flush == "never")
-
-
-def test_selection_last_and_released(synth: Path, tmp_path: Path) -> None:
-    last = T.train(_cfg(tmp_path / "last", selection="last"), data_root=synth, verbose=False)
-    assert last.best_epoch == 2 and last.selection == "last_epoch"
-    assert last.best_checkpoint is not None
-    rel = T.train(
-        _cfg(tmp_path / "rel", selection="released", faithful=True, val_batches=2),
-        data_root=synth,
-        verbose=False,
-    )
-    rows = [r for r in rel.history if r["kind"] == "epoch"]
-    assert rel.selection == "val_paired_map" and all(0.0 <= r["val_paired_map"] <= 1.0 for r in rows)
-    assert rel.best_metric == max(r["val_paired_map"] for r in rows)
-
-
-def test_released_selection_on_held_out_concepts_with_one_sketch_each(tmp_path: Path) -> None:
-    """EmojiSketch has one sketch per concept, so no training sketch can be held out: the released paired
-    score is computed on the held-out *concepts* (val sketches paired with val photos), and the classifier's
-    accuracy, meaningless for concepts without a logit, is not reported. faithful=True must train there."""
-    one = make_synthetic_emojisketch(tmp_path / "one", per_class=1, size=32)
-    cfg = _cfg(tmp_path / "run", faithful=True, val_batches=2, sketches_per_batch=3, photos_per_batch=3)
-    res = T.train(cfg, data_root=one, verbose=False)
-    rows = [r for r in res.history if r["kind"] == "epoch"]
-    assert res.selection == "val_paired_map" and len(rows) == 2
-    assert all(0.0 <= r["val_paired_map"] <= 1.0 and "val_acc" not in r for r in rows)
-    assert res.best_metric == max(r["val_paired_map"] for r in rows)

@@ -79,8 +79,9 @@ def toy():
         sets.append(FeatureSet(name, g, q, encode=MeanColourEncoder(dim), itq_bits=6))
     thumbs = Thumbnails.from_images([Image.new("RGB", (20, 20), (i * 4 % 255, 90, 200)) for i in range(60)])
     qthumbs = Thumbnails.from_images([Image.new("RGB", (20, 20), "white") for _ in range(15)])
-    explorer = Explorer(sets, g_labels, CLASSES, query_labels=q_labels, gallery_thumbs=thumbs,
-                        query_thumbs=qthumbs)
+    explorer = Explorer(
+        sets, g_labels, CLASSES, query_labels=q_labels, gallery_thumbs=thumbs, query_thumbs=qthumbs
+    )
     return explorer, g_labels, q_labels
 
 
@@ -112,10 +113,17 @@ def test_ap_shown_equals_evaluate_retrieval_per_query(toy):
         fs = explorer.sets[model]
         for binary in (False, True):
             dist = "hamming" if binary else "euclidean"
-            ref = metrics.evaluate_retrieval(fs.query_codes(binary), q_labels, fs.gallery_codes(binary),
-                                             g_labels, distance=dist, per_query=True)["AP_per_query"]
-            shown = [explorer.search(model, query_index=i, k=5, binary=binary).ap
-                     for i in range(len(q_labels))]
+            ref = metrics.evaluate_retrieval(
+                fs.query_codes(binary),
+                q_labels,
+                fs.gallery_codes(binary),
+                g_labels,
+                distance=dist,
+                per_query=True,
+            )["AP_per_query"]
+            shown = [
+                explorer.search(model, query_index=i, k=5, binary=binary).ap for i in range(len(q_labels))
+            ]
             np.testing.assert_allclose(shown, np.asarray(ref, dtype=np.float64), rtol=0, atol=1e-12)
     # the DSN-like set has tighter clusters than the baseline-like one: its APs are higher on average
     means = [np.mean([explorer.search(m, query_index=i).ap for i in range(15)]) for m in explorer.model_names]
@@ -135,8 +143,12 @@ def test_ap_of_a_perfect_and_a_hopeless_query():
     wrong = ex.search(feature=np.array([0.0, 0.05]), label="b", k=2)
     assert wrong.correct.tolist() == [False, False]
     assert wrong.ap == pytest.approx(
-        float(metrics.evaluate_retrieval(np.array([[0.0, 0.05]]), [1], g, [0, 0, 1, 1],
-                                         per_query=True)["AP_per_query"][0]))
+        float(
+            metrics.evaluate_retrieval(np.array([[0.0, 0.05]]), [1], g, [0, 0, 1, 1], per_query=True)[
+                "AP_per_query"
+            ][0]
+        )
+    )
     assert wrong.ap == pytest.approx(0.5)
 
 
@@ -223,8 +235,12 @@ def test_load_query_image_rejects_non_images():
 
 
 def test_decode_drawing_empty_and_damaged():
-    for empty in ("", "   ", _data_url(Image.new("RGBA", (64, 64), (0, 0, 0, 0))),
-                  _data_url(Image.new("RGB", (64, 64), "white"))):
+    for empty in (
+        "",
+        "   ",
+        _data_url(Image.new("RGBA", (64, 64), (0, 0, 0, 0))),
+        _data_url(Image.new("RGB", (64, 64), "white")),
+    ):
         with pytest.raises(QueryImageError, match="empty"):
             decode_drawing(empty)
     with pytest.raises(QueryImageError, match="PNG data URL"):
@@ -305,8 +321,15 @@ def _choose_file(upload, name: str, content: bytes) -> None:
         upload._counter += 1
     else:  # ipywidgets 8: a tuple of dicts
         when = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-        upload.value = ({"name": name, "type": "image/png", "size": len(content),
-                         "content": memoryview(content), "last_modified": when},)
+        upload.value = (
+            {
+                "name": name,
+                "type": "image/png",
+                "size": len(content),
+                "content": memoryview(content),
+                "last_modified": when,
+            },
+        )
 
 
 def test_widget_same_upload_twice_is_two_queries(widget):
@@ -457,8 +480,9 @@ def test_explorer_enables_colab_widgets_before_its_widgets(toy, monkeypatch):
 def test_widget_without_an_encoder_explains(toy):
     explorer, g_labels, q_labels = toy
     fs = explorer.sets["DSN"]
-    bare = Explorer(FeatureSet("precomputed", fs.gallery, fs.queries), g_labels, CLASSES,
-                    query_labels=q_labels)
+    bare = Explorer(
+        FeatureSet("precomputed", fs.gallery, fs.queries), g_labels, CLASSES, query_labels=q_labels
+    )
     w = RetrievalExplorer(bare)
     assert w.model.options == ("precomputed",)
     assert w.query_image_bytes(_png(Image.new("RGB", (30, 30), "blue")), name="b.png") is False
@@ -499,8 +523,9 @@ def test_from_models_on_the_synthetic_dataset(tmp_path):
     ph = get_dataset("emojisketch", root, split="zero", domain="photo")
     torch.manual_seed(0)
     model = model_mod.build_model(cfg, num_classes=6)
-    w = RetrievalExplorer.from_models(model, sk, ph, image_size=cfg.image_size, cache_dir=tmp_path / "cache",
-                                      k=4, progress=False)
+    w = RetrievalExplorer.from_models(
+        model, sk, ph, image_size=cfg.image_size, cache_dir=tmp_path / "cache", k=4, progress=False
+    )
     ex = w.explorer
     assert ex.classes == ph.classes and len(ex.gallery_labels) == len(ph) and ex.num_queries == len(sk)
     assert w.grid.value.count('class="dsn-tile"') == 4
@@ -518,7 +543,7 @@ def test_from_models_on_the_synthetic_dataset(tmp_path):
 def test_from_checkpoints_side_by_side(tmp_path):
     torch = pytest.importorskip("torch")
     model_mod = pytest.importorskip("dsn_lab.model", reason="dsn_lab.model is not written yet")
-    from dsn_lab import train
+    from dsn_lab import checkpoint
     from dsn_lab.config import get_preset
     from dsn_lab.data.fixtures import make_synthetic_emojisketch
 
@@ -529,9 +554,14 @@ def test_from_checkpoints_side_by_side(tmp_path):
     for seed, name in enumerate(["baseline", "DSN"]):
         torch.manual_seed(seed)
         model = model_mod.build_model(cfg, num_classes=6)
-        payload = {"format": train.CHECKPOINT_FORMAT, "version": train.CHECKPOINT_VERSION,
-                   "config": cfg.to_json(), "num_classes": 6, "model": model.state_dict()}
-        paths[name] = train.save_checkpoint(payload, tmp_path / f"{name}.pt")
+        payload = {
+            "format": checkpoint.CHECKPOINT_FORMAT,
+            "version": checkpoint.CHECKPOINT_VERSION,
+            "config": cfg.to_json(),
+            "num_classes": 6,
+            "model": model.state_dict(),
+        }
+        paths[name] = checkpoint.save_checkpoint(payload, tmp_path / f"{name}.pt")
     w = RetrievalExplorer.from_checkpoints(paths, cache_dir=tmp_path / "cache", k=3, progress=False)
     assert w.explorer.model_names == ["baseline", "DSN"] and w.explorer.num_queries == 8
     assert [r.model for r in w.last_results] == ["baseline", "DSN"]

@@ -61,8 +61,9 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> 
                 return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"voila did not listen on port {port} within {timeout:.0f} s:\n"
-                       + log.read_text()[-3000:])
+    raise TimeoutError(
+        f"voila did not listen on port {port} within {timeout:.0f} s:\n" + log.read_text()[-3000:]
+    )
 
 
 def _launch(pw):
@@ -84,8 +85,13 @@ def _launch(pw):
 def _server(cmd: list[str], port: int, tmp_path: Path) -> Iterator[Path]:
     """Run a Jupyter server command (its log in tmp_path), stopped at the end whatever happens."""
     log = tmp_path / "server.log"
-    env = dict(os.environ, DSN_E2E_DIR=str(tmp_path / "app"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        DSN_E2E_DIR=str(tmp_path / "app"),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
@@ -105,8 +111,10 @@ def _wait_for_grid(page, log: Path, console: list[str], tmp_path: Path) -> None:
     except Exception:
         page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
         raise AssertionError(
-            "the explorer grid never appeared.\nserver log:\n" + log.read_text()[-3000:]
-            + "\nconsole:\n" + "\n".join(console[-30:])
+            "the explorer grid never appeared.\nserver log:\n"
+            + log.read_text()[-3000:]
+            + "\nconsole:\n"
+            + "\n".join(console[-30:])
         ) from None
 
 
@@ -161,8 +169,9 @@ def _exercise(page, tmp_path: Path) -> None:
 
     # the code toggle goes through the kernel too
     page.locator(".dsn-codes button", has_text="binary").click()
-    page.wait_for_function("() => document.querySelector('.dsn-grid').innerText.includes('Hamming')",
-                           timeout=20_000)
+    page.wait_for_function(
+        "() => document.querySelector('.dsn-grid').innerText.includes('Hamming')", timeout=20_000
+    )
 
     # draw on the pad with the mouse: the drawing becomes the query, the message line says so
     canvas = page.locator(".dsn-pad canvas")
@@ -184,8 +193,9 @@ def _exercise(page, tmp_path: Path) -> None:
     # the code toggle clicked next after the search (messages in order): its redraw marks the search done.
     page.locator(".dsn-draw-search").click()
     page.locator(".dsn-codes button", has_text="real-valued").click()
-    page.wait_for_function("() => document.querySelector('.dsn-grid').innerText.includes('Euclidean')",
-                           timeout=20_000)
+    page.wait_for_function(
+        "() => document.querySelector('.dsn-grid').innerText.includes('Euclidean')", timeout=20_000
+    )
     assert grid.locator("b").first.inner_text() == "your drawing"
     _assert_status(page, "your drawing: ranked and drawn in")
     page.screenshot(path=str(tmp_path / "explorer_drawing.png"), full_page=True)
@@ -228,8 +238,16 @@ def test_explorer_in_voila(tmp_path):
     pytest.importorskip("voila", reason="voila is not installed (pip install -e '.[dev]')")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     port = _free_port()
-    cmd = [sys.executable, "-m", "voila", str(APP), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1",
-           "--VoilaConfiguration.show_tracebacks=True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(APP),
+        f"--port={port}",
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        "--VoilaConfiguration.show_tracebacks=True",
+    ]
     console: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = _launch(pw)
@@ -252,10 +270,20 @@ def test_explorer_in_jupyterlab(tmp_path):
     nb_dir.mkdir()
     shutil.copy(APP, nb_dir / APP.name)  # JupyterLab saves into the notebook: never the repository's copy
     port = _free_port()
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--port={port}", "--no-browser",
-           "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-           f"--ServerApp.root_dir={nb_dir}", "--allow-root",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--port={port}",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        f"--ServerApp.root_dir={nb_dir}",
+        "--allow-root",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     console: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = _launch(pw)

@@ -1,9 +1,10 @@
 """The four ZS-SBIR benchmarks and the offline EmojiSketch set, as one kind of torch ``Dataset``.
 
 Why: each published split is a pair of file lists, and papers silently differ in which one they use. Here
-every split is named, its unseen classes are written out in the package, its list files are the official ones
-(pinned in :mod:`dsn_lab.data.fetch`), and loading checks the lists against those classes and the images
-on disk, printing the counts and warning when they differ from the published sizes.
+every split is named, its unseen classes are written out in the package (``dsn_lab/resources/datasets.json``,
+read by :mod:`dsn_lab.data.registry`), its list files are the official ones (pinned there too), and loading
+checks the lists against those classes and the images on disk, printing the counts and warning when they
+differ from the published sizes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from dsn_lab.data import fetch
+from dsn_lab.data.fetch import ensure_split_file
+from dsn_lab.data.registry import DOMAINS, LAYOUTS, SPECS, Layout, layout_of
+from dsn_lab.data.registry import default_root as default_root  # re-exported: callers import it from here
 
-DOMAINS: dict[str, int] = {"sketch": 0, "photo": 1}
 ON_ERROR = ("raise", "skip")
 CHECKS = ("none", "exists", "decode")
 
@@ -37,333 +38,6 @@ class DatasetImageError(OSError):
 
 class SplitError(ValueError):
     """Unknown split/domain, or an official list that disagrees with the split definition."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# layouts (folder trees) and split definitions
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A dataset's folder tree: the folders that identify it and the domain folders holding class folders."""
-
-    key: str
-    markers: tuple[str, ...]
-    domain_dirs: dict[str, tuple[str, ...]]
-    tree: str
-
-
-SKETCHY_TREE = """\
-<root>/                          Sketchy-Ext, shared by sketchy-s1 and sketchy-s2
-├── 256x256/
-│   ├── sketch/tx_000000000000_ready/<class>/<photo id>-<n>.png     sketches (75,481 listed)
-│   └── photo/tx_000000000000_ready/<class>/<photo id>.jpg          Sketchy photos (100 per class)
-├── EXTEND_image_sketchy_ready/<class>/ext_<n>.jpg                  extended photos (73,002 listed)
-└── zeroshot1/ (optional)        SAKE's list files, as its dataset.zip ships them"""
-
-TUBERLIN_TREE = """\
-<root>/                          TU-Berlin-Ext (class names contain spaces: "alarm clock")
-├── png_ready/<class>/<n>.png                          sketches (80 per class, 250 classes)
-├── ImageResized_ready/<class>/<wnid>_<n>.JPEG         extended photos (ImageNet)
-└── zeroshot/ (optional)         SAKE's list files"""
-
-QUICKDRAW_TREE = """\
-<root>/                          QuickDraw-Ext as packed by ZSE-SBIR (110 classes)
-├── sketches/<class>/<n>.png                           QuickDraw sketches
-├── images/<class>/image_<n>.jpg                       photos
-└── zeroshot/ (optional)         ZSE-SBIR's list files"""
-
-EMOJISKETCH_TREE = """\
-<root>/                          EmojiSketch (built by `python -m dsn_lab data fetch emojisketch`)
-├── sketch/<class>/<file>.png                          line-art emoji (OpenMoji black)
-├── photo/<class>/<file>.png                           colour renderings of the same concepts
-├── splits/classes_<split>.txt                         one class name per line; label = line index
-├── splits/<domain>_<split>.txt                        "relpath label", split in train | val | zero
-├── ATTRIBUTION.md
-└── manifest.json"""
-
-LAYOUTS: dict[str, Layout] = {
-    "sketchy": Layout(
-        "sketchy",
-        ("256x256",),
-        {
-            "sketch": ("256x256/sketch/tx_000000000000_ready",),
-            "photo": ("256x256/photo/tx_000000000000_ready", "EXTEND_image_sketchy_ready"),
-        },
-        SKETCHY_TREE,
-    ),
-    "tuberlin": Layout(
-        "tuberlin",
-        ("png_ready",),
-        {"sketch": ("png_ready",), "photo": ("ImageResized_ready",)},
-        TUBERLIN_TREE,
-    ),
-    "quickdraw": Layout(
-        "quickdraw", ("sketches", "images"), {"sketch": ("sketches",), "photo": ("images",)}, QUICKDRAW_TREE
-    ),
-    "emojisketch": Layout("emojisketch", (), {"sketch": ("sketch",), "photo": ("photo",)}, EMOJISKETCH_TREE),
-}
-
-# Unseen (zero-shot test) classes, in label order (= the official cname_cid_zero.txt files).
-SKETCHY_S1_UNSEEN = (
-    "cup",
-    "swan",
-    "harp",
-    "squirrel",
-    "snail",
-    "ray",
-    "pineapple",
-    "volcano",
-    "rifle",
-    "scissors",
-    "parrot",
-    "windmill",
-    "teddy_bear",
-    "tree",
-    "wine_bottle",
-    "deer",
-    "chicken",
-    "airplane",
-    "wheelchair",
-    "tank",
-    "umbrella",
-    "butterfly",
-    "camel",
-    "horse",
-    "bell",
-)
-SKETCHY_S2_UNSEEN = (  # Yelamarthi et al. (2018): unseen classes kept out of ImageNet-1k
-    "bat",
-    "cabin",
-    "cow",
-    "dolphin",
-    "door",
-    "giraffe",
-    "helicopter",
-    "mouse",
-    "pear",
-    "raccoon",
-    "rhinoceros",
-    "saw",
-    "scissors",
-    "seagull",
-    "skyscraper",
-    "songbird",
-    "sword",
-    "tree",
-    "wheelchair",
-    "windmill",
-    "window",
-)
-TUBERLIN_UNSEEN = (
-    "banana",
-    "bus",
-    "tractor",
-    "suitcase",
-    "streetlight",
-    "telephone",
-    "bottle opener",
-    "canoe",
-    "fan",
-    "teacup",
-    "penguin",
-    "laptop",
-    "shoe",
-    "lighter",
-    "hot air balloon",
-    "pizza",
-    "brain",
-    "ant",
-    "t-shirt",
-    "trombone",
-    "windmill",
-    "snowboard",
-    "table",
-    "rollerblades",
-    "parachute",
-    "space shuttle",
-    "bridge",
-    "frying-pan",
-    "bread",
-    "horse",
-)
-QUICKDRAW_UNSEEN = (
-    "bat",
-    "cow",
-    "dolphin",
-    "door",
-    "giraffe",
-    "helicopter",
-    "mouse",
-    "raccoon",
-    "rhinoceros",
-    "saw",
-    "scissors",
-    "skyscraper",
-    "tree",
-    "windmill",
-    "feather",
-    "campfire",
-    "palm tree",
-    "fire_hydrant",
-    "bread",
-    "beach",
-    "megaphone",
-    "cactus",
-    "zebra",
-    "tiger",
-    "shark",
-    "frog",
-    "banana",
-    "cake",
-    "hamburger",
-    "fan",
-)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One benchmark split: which official list files define it and what they should contain."""
-
-    name: str
-    title: str
-    layout: str
-    lists: dict[tuple[str, str], str]  # (split, domain) -> key in fetch.SPLIT_FILES
-    classes: dict[str, str]  # split -> key of its cname_cid file
-    unseen: tuple[str, ...]
-    n_seen: int
-    expected: dict[tuple[str, str], int] = field(default_factory=dict)  # published sizes
-    citation: str = ""
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s for s, _ in self.lists))
-
-    def split_keys(self) -> list[str]:
-        return sorted(set(self.lists.values()) | set(self.classes.values()))
-
-    def image_root_ok(self, root: Path) -> bool:
-        lay = LAYOUTS[self.layout]
-        return all((Path(root) / d).is_dir() for dirs in lay.domain_dirs.values() for d in dirs)
-
-
-_S1, _TU = "sake/dataset/Sketchy/zeroshot1/", "sake/dataset/TUBerlin/zeroshot/"
-_S2, _QD = "zse-sbir/datasets/Sketchy/zeroshot0/", "zse-sbir/datasets/QuickDraw/zeroshot/"
-_SK = "sketch_tx_000000000000_ready_filelist_"
-
-SPECS: dict[str, DatasetSpec] = {
-    "sketchy-s1": DatasetSpec(
-        "sketchy-s1",
-        "Sketchy-Ext split 1 (100 seen / 25 unseen; Shen et al. 2018, SAKE)",
-        "sketchy",
-        lists={
-            ("train", "sketch"): _S1 + _SK + "train.txt",
-            ("train", "photo"): _S1 + "all_photo_filelist_train.txt",
-            ("test", "sketch"): _S1 + _SK + "test.txt",
-            ("zero", "sketch"): _S1 + _SK + "zero.txt",
-            ("zero", "photo"): _S1 + "all_photo_filelist_zero.txt",
-        },
-        classes={
-            "train": _S1 + "cname_cid.txt",
-            "test": _S1 + "cname_cid.txt",
-            "zero": _S1 + "cname_cid_zero.txt",
-        },
-        unseen=SKETCHY_S1_UNSEEN,
-        n_seen=100,
-        expected={
-            ("train", "sketch"): 55252,
-            ("train", "photo"): 68401,
-            ("test", "sketch"): 5000,
-            ("zero", "sketch"): 15229,
-            ("zero", "photo"): 17101,
-        },
-        citation="SAKE (Liu et al., ICCV 2019), github.com/qliu24/SAKE",
-    ),
-    "sketchy-s2": DatasetSpec(
-        "sketchy-s2",
-        "Sketchy-Ext split 2 (104 seen / 21 unseen outside ImageNet; Yelamarthi et al. 2018)",
-        "sketchy",
-        lists={
-            ("train", "sketch"): _S2 + _SK + "train.txt",
-            ("train", "photo"): _S2 + "all_photo_filelist_train.txt",
-            ("zero", "sketch"): _S2 + _SK + "zero.txt",
-            ("zero", "photo"): _S2 + "all_photo_filelist_zero.txt",
-        },
-        classes={"train": _S2 + "cname_cid.txt", "zero": _S2 + "cname_cid_zero.txt"},
-        unseen=SKETCHY_S2_UNSEEN,
-        n_seen=104,
-        expected={
-            ("train", "sketch"): 57587,
-            ("train", "photo"): 72949,
-            ("zero", "sketch"): 12694,
-            ("zero", "photo"): 12553,
-        },
-        citation="ZSE-SBIR (Lin et al., CVPR 2023), github.com/buptLinfy/ZSE-SBIR, zeroshot0",
-    ),
-    "tuberlin": DatasetSpec(
-        "tuberlin",
-        "TU-Berlin-Ext (220 seen / 30 unseen; Shen et al. 2018, SAKE)",
-        "tuberlin",
-        lists={
-            ("train", "sketch"): _TU + "png_ready_filelist_train.txt",
-            ("train", "photo"): _TU + "ImageResized_ready_filelist_train.txt",
-            ("test", "sketch"): _TU + "png_ready_filelist_test.txt",
-            ("zero", "sketch"): _TU + "png_ready_filelist_zero.txt",
-            ("zero", "photo"): _TU + "ImageResized_ready_filelist_zero.txt",
-        },
-        classes={
-            "train": _TU + "cname_cid.txt",
-            "test": _TU + "cname_cid.txt",
-            "zero": _TU + "cname_cid_zero.txt",
-        },
-        unseen=TUBERLIN_UNSEEN,
-        n_seen=220,
-        expected={
-            ("train", "sketch"): 15400,
-            ("test", "sketch"): 2200,
-            ("zero", "sketch"): 2400,
-            ("zero", "photo"): 27989,
-        },
-        citation="SAKE (Liu et al., ICCV 2019), github.com/qliu24/SAKE",
-    ),
-    "quickdraw": DatasetSpec(
-        "quickdraw",
-        "QuickDraw-Ext (80 seen / 30 unseen; Dey et al. 2019, as in ZSE-SBIR)",
-        "quickdraw",
-        lists={
-            ("train", "sketch"): _QD + "sketch_train.txt",
-            ("train", "photo"): _QD + "all_photo_train.txt",
-            ("zero", "sketch"): _QD + "sketch_zero.txt",
-            ("zero", "photo"): _QD + "all_photo_zero.txt",
-        },
-        classes={"train": _QD + "cname_cid.txt", "zero": _QD + "cname_cid_zero.txt"},
-        unseen=QUICKDRAW_UNSEEN,
-        n_seen=80,
-        expected={("zero", "sketch"): 92291, ("zero", "photo"): 54151},
-        citation="ZSE-SBIR (Lin et al., CVPR 2023), github.com/buptLinfy/ZSE-SBIR",
-    ),
-}
-
-DATASET_NAMES = (*SPECS, "emojisketch")
-
-
-def layout_of(name: str) -> str:
-    if name in SPECS:
-        return SPECS[name].layout
-    if name in LAYOUTS:  # a layout key ("sketchy") names the same folder
-        return name
-    raise KeyError(f"Unknown dataset {name!r}. Known: {', '.join(DATASET_NAMES)}.")
-
-
-def default_root(name: str) -> Path:
-    """``$DSN_LAB_DATA/<folder>`` or ``~/.cache/dsn_lab/<folder>``.
-
-    The folder is the dataset's image folder: ``sketchy`` for both Sketchy splits (they share the images),
-    else the dataset name.
-    """
-    folder = layout_of(name)
-    env = os.environ.get("DSN_LAB_DATA")
-    return (Path(env).expanduser() if env else fetch.cache_home()) / folder
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -694,14 +368,14 @@ def load_real(
     absent = absent_message(name, root, domain) if check != "none" else None
     if absent is not None:  # before fetching split lists: "not there" is what a newcomer must hear first
         raise DatasetLayoutError(absent)
-    list_path = fetch.ensure_split_file(spec.lists[(split, domain)], splits_dir=splits_dir, roots=[root])
-    class_path = fetch.ensure_split_file(spec.classes[split], splits_dir=splits_dir, roots=[root])
+    list_path = ensure_split_file(spec.lists[(split, domain)], splits_dir=splits_dir, roots=[root])
+    class_path = ensure_split_file(spec.classes[split], splits_dir=splits_dir, roots=[root])
     classes = read_class_file(class_path)
     samples = read_list_file(list_path)
     if split == "zero" and tuple(classes) != spec.unseen:
         raise SplitError(
             f"{class_path} does not list the {len(spec.unseen)} unseen classes of {name} written in "
-            f"dsn_lab.data.datasets (in label order). Is it the official file?"
+            "dsn_lab/resources/datasets.json (in label order). Is it the official file?"
         )
     if split != "zero":
         leaked = sorted(set(classes) & set(spec.unseen))

@@ -2,8 +2,10 @@
 
 Why npm: the registry is reachable where dataset sites are not (CI, locked-down labs), every tarball has a
 sha512 ``integrity`` string, and versions are immutable — so a pinned (name, version, integrity) triple names
-exactly one set of bytes. We obtain a tarball with ``npm pack`` when npm is installed, otherwise with a plain
-HTTPS GET of the registry's tarball URL, and in both cases check it against the integrity string pinned here.
+exactly one set of bytes. The pins are data, in ``dsn_lab/resources/emojisketch.json`` (with the split tables
+of :mod:`.emojisketch`). We obtain a tarball with ``npm pack`` when npm is installed, otherwise with the
+package's one downloader (:func:`dsn_lab.data.fetch.download`) from the registry's tarball URL, and in both
+cases check it against the pinned integrity string (a mismatch raises :class:`~.fetch.ChecksumError`).
 
 Rendering: Iconify JSON sets (``@iconify-json/*``) store each icon as an SVG body plus a viewBox; aliases
 point at a parent icon and may add flips and quarter turns. OpenMoji ships plain SVG files, Fluent 3D ships
@@ -13,8 +15,6 @@ domain cue).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import os
@@ -23,15 +23,21 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from dsn_lab._cache import cache_home
+from dsn_lab.data.fetch import INTEGRITY_ALGORITHMS, ChecksumError, DownloadError, download, verify_file
+from dsn_lab.data.tables import PROSE, MapOf, load_table, resource_label, table_error
+
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
+RECIPE_RESOURCE = "emojisketch.json"  # the packages here, the split tables in .emojisketch
+KINDS = ("openmoji", "iconify", "webp")
 
 
 @dataclass(frozen=True)
@@ -64,136 +70,68 @@ class NpmPackage:
         return f"{registry}/{self.name}/-/{base}-{self.version}.tgz"
 
 
-# Integrity strings from `npm view NAME@VERSION dist.integrity`.
-SKETCH_PACKAGE = NpmPackage(
-    "openmoji",
-    "openmoji",
-    "17.0.0",
-    "sha512-EBnYrNGdcdw+OSXmENeNE1yBNRu6tOraTmoOyUbJkTmvT/+XETp8RZLSJFzD3lrPc5N9CzsyPnRTk0Vp4UaI9w==",
-    "CC-BY-SA-4.0",
-    "openmoji",
-    "OpenMoji (black line art)",
-    "openmoji",
-)
-# Colour sets = photos. Each is a design of its own: fluent-emoji-flat / @iconify-json/fluent-emoji share the
-# Fluent 3D design and OpenMoji colour shares the sketches' drawings, so neither is here.
-PHOTO_PACKAGES: tuple[NpmPackage, ...] = (
-    NpmPackage(
-        "fluent3d",
-        "@lobehub/fluent-emoji-3d",
-        "1.1.0",
-        "sha512-Wlq2lVStTnr8BDpIJ0pEnTKO4LuDxxqTEhTvRtD1DLRF0me7ogeRQjKoehDHXuVJ2Qaecgl5wRBv60lUAG3h7g==",
-        "MIT",
-        "fluent",
-        "Microsoft Fluent Emoji 3D (LobeHub build)",
-        "webp",
-    ),
-    NpmPackage(
-        "noto",
-        "@iconify-json/noto",
-        "1.2.9",
-        "sha512-DQiuXENbun41ch+XPSV55H9FaWKpHTyz46YIKtSaKYD4fIDDzL1tR6H4np/T38jfrTAeI3rcKF0mqHYeZVAuaw==",
-        "Apache-2.0",
-        "noto",
-        "Google Noto Color Emoji",
-        "iconify",
-    ),
-    NpmPackage(
-        "twemoji",
-        "@iconify-json/twemoji",
-        "1.2.5",
-        "sha512-uKpuIEV0v6K5BW3Mjdyl+XKFVAbbcPxAgifKvEMtZoUZB5+YiY5zaMm2uNNCxyXzAWU9yNLlj41WU6/mvgALsw==",
-        "CC-BY-4.0",
-        "twemoji",
-        "Twemoji",
-        "iconify",
-    ),
-    NpmPackage(
-        "emojione",
-        "@iconify-json/emojione",
-        "1.2.3",
-        "sha512-T9+T3HIbJNLKKsmxYKlaYhvnHYkz/HNYTV7SHCXVZPfeUi4FqskY70YeN8yYAZT8cCv7w5vJxS4Q1m8zb9CMMg==",
-        "CC-BY-4.0",
-        "emojione",
-        "Emoji One (v2)",
-        "iconify",
-        3.0,
-    ),
-    NpmPackage(
-        "fxemoji",
-        "@iconify-json/fxemoji",
-        "1.2.2",
-        "sha512-UAasRaxzFUKfIGSmLwnoarsssA4LX0VLLuEmplIqM6ZNQqIQRtav8tZ4H1neTlBreXuMQyAifr5jP4kn78DpiQ==",
-        "Apache-2.0",
-        "fxemoji",
-        "Mozilla Firefox OS Emoji",
-        "iconify",
-        1.0,
-    ),
-    NpmPackage(
-        "streamline",
-        "@iconify-json/streamline-emojis",
-        "1.2.4",
-        "sha512-iNr9T9XuZVTyQPJO8ZlLxBzPkpi7qMl+z1l0C31vpEMqhPMelth3n7CeWQYtixdetDPdI81yeG4ROqjWpYJE6A==",
-        "CC-BY-4.0",
-        "streamline",
-        "Streamline Emojis",
-        "iconify",
-        1.0,
-    ),
-    NpmPackage(
-        "notov1",
-        "@iconify-json/noto-v1",
-        "1.2.5",
-        "sha512-/DsVMius69Q0fRS53z7QK1TROSuar606jiIx+laXtdsYGMXpf6LtHBx6CGfoo3UHHb/XpBsw+1L1x3eyPqMuVA==",
-        "Apache-2.0",
-        "noto-v1",
-        "Google Noto Emoji, first (2015) design",
-        "iconify",
-        3.0,
-    ),
-)
+_PACKAGE_SCHEMA = {
+    "key": str,
+    "name": str,
+    "version": str,
+    "integrity": str,
+    "license": str,
+    "family": str,
+    "title": str,
+    "kind": str,
+    "max_emoji_version?": float,
+}
+# The whole recipe file: .emojisketch reads the tables with this same schema.
+RECIPE_SCHEMA = {
+    "about": PROSE,
+    "notes": MapOf(PROSE),
+    "sketch_package": _PACKAGE_SCHEMA,
+    "photo_packages": [_PACKAGE_SCHEMA],
+    "openmoji_groups": [str],
+    "sketchy_to_emoji": MapOf(str),
+    "sketchy_without_emoji": [str],
+    "near_duplicates": MapOf([str]),
+    "subgroup_near_duplicates": MapOf(str),
+    "not_near_duplicates": [str],
+    "name_match_blocklist": MapOf([str]),
+}
+
+
+def _package(entry: dict[str, Any], where: str) -> NpmPackage:
+    label = resource_label(RECIPE_RESOURCE)
+    if entry["kind"] not in KINDS:
+        raise table_error(label, f"{where}.kind", f"one of {KINDS}", entry["kind"])
+    if entry["integrity"].split("-", 1)[0] not in INTEGRITY_ALGORITHMS:
+        raise table_error(
+            label, f"{where}.integrity", "an npm integrity 'sha512-<base64>'", entry["integrity"]
+        )
+    return NpmPackage(**entry)
+
+
+def _load_packages() -> tuple[NpmPackage, tuple[NpmPackage, ...]]:
+    data = load_table(RECIPE_RESOURCE, RECIPE_SCHEMA)
+    sketch = _package(data["sketch_package"], "sketch_package")
+    photos = tuple(_package(e, f"photo_packages[{i}]") for i, e in enumerate(data["photo_packages"]))
+    keys = [sketch.key, *(p.key for p in photos)]
+    if len(set(keys)) != len(keys):
+        raise table_error(
+            resource_label(RECIPE_RESOURCE), "photo_packages", "a different key per package", keys
+        )
+    return sketch, photos
+
+
+SKETCH_PACKAGE: NpmPackage  # OpenMoji's black line art: the sketches
+PHOTO_PACKAGES: tuple[NpmPackage, ...]  # colour sets = photos, each a design of its own
+SKETCH_PACKAGE, PHOTO_PACKAGES = _load_packages()
 ALL_PACKAGES: tuple[NpmPackage, ...] = (SKETCH_PACKAGE, *PHOTO_PACKAGES)
-
-
-class IntegrityError(RuntimeError):
-    """A downloaded or cached tarball does not match its pinned sha512 integrity string."""
-
-
-class PackageFetchError(RuntimeError):
-    """Neither ``npm pack`` nor the HTTPS download produced the tarball."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # fetching
 # ---------------------------------------------------------------------------------------------------
 def npm_cache_dir() -> Path:
-    """``$DSN_LAB_CACHE/npm`` or ``~/.cache/dsn_lab/npm``: the verified tarballs, shared by every build."""
-    env = os.environ.get("DSN_LAB_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "dsn_lab") / "npm"
-
-
-def integrity_of(path: Path, algorithm: str = "sha512") -> str:
-    """The npm-style integrity string (``sha512-<base64 digest>``) of a file."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"{algorithm}-{base64.b64encode(h.digest()).decode('ascii')}"
-
-
-def check_integrity(path: Path, integrity: str) -> None:
-    """Raise :class:`IntegrityError` unless ``path`` hashes to ``integrity`` (``<algo>-<base64>``)."""
-    algorithm = integrity.split("-", 1)[0]
-    if algorithm not in ("sha512", "sha384", "sha256", "sha1"):
-        raise ValueError(f"Unsupported integrity algorithm in {integrity!r}.")
-    got = integrity_of(path, algorithm)
-    if got != integrity:
-        raise IntegrityError(
-            f"{path}: integrity mismatch.\n  expected {integrity}\n  got      {got}\n"
-            "The file is corrupt or not the pinned release. Delete it and run the build again; if it fails "
-            "again, the registry (or a proxy, $DSN_LAB_NPM_REGISTRY) serves different bytes."
-        )
+    """``<cache home>/npm``: the verified tarballs, shared by every build."""
+    return cache_home() / "npm"
 
 
 def _npm_pack(pkg: NpmPackage, dest_dir: Path) -> Path | None:
@@ -217,60 +155,40 @@ def _npm_pack(pkg: NpmPackage, dest_dir: Path) -> Path | None:
     return out
 
 
-def _https_get(pkg: NpmPackage, dest_dir: Path, progress: bool) -> Path:
-    from tqdm.auto import tqdm
-
-    out = dest_dir / pkg.tarball_name
-    url = pkg.tarball_url
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(out, "wb") as f:  # noqa: S310 (https)
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc=pkg.tarball_name,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                for chunk in iter(lambda: resp.read(1 << 16), b""):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-    except OSError as exc:
-        raise PackageFetchError(
-            f"Could not download {url}: {exc}.\nEmojiSketch needs the npm registry once (then the tarballs "
-            f"are cached in {npm_cache_dir()}). Fix: check the network or proxy, or set "
-            "$DSN_LAB_NPM_REGISTRY to a mirror; or copy the tarballs (npm pack "
-            f"{pkg.name}@{pkg.version}) into that folder."
-        ) from exc
-    return out
-
-
 def fetch_package(
     pkg: NpmPackage, cache_dir: Path | None = None, *, use_npm: bool | None = None, progress: bool = True
 ) -> Path:
     """The verified tarball of ``pkg`` in the cache, fetching it first if needed.
 
-    ``use_npm``: None tries ``npm pack`` when npm is on PATH and falls back to HTTPS; False forces HTTPS.
-    A cached file that fails the integrity check is replaced; a fresh one that fails raises
-    :class:`IntegrityError` and leaves nothing at the final path.
+    ``use_npm``: None tries ``npm pack`` when npm is on PATH and falls back to the registry's tarball URL
+    (:func:`~dsn_lab.data.fetch.download`: resumable, verified, atomic); False uses the URL only. A cached
+    file that fails the integrity check is replaced; a fresh one that fails raises
+    :class:`~dsn_lab.data.fetch.ChecksumError` and leaves nothing at the final path.
     """
     cache = Path(cache_dir) if cache_dir is not None else npm_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     final = cache / pkg.tarball_name
     if final.is_file():
         try:
-            check_integrity(final, pkg.integrity)
+            verify_file(final, integrity=pkg.integrity)
             return final
-        except IntegrityError:
+        except ChecksumError:
             final.unlink()
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
-        got = _npm_pack(pkg, Path(tmp)) if use_npm is not False else None
-        if got is None:
-            got = _https_get(pkg, Path(tmp), progress)
-        check_integrity(got, pkg.integrity)
-        os.replace(got, final)
-    return final
+    if use_npm is not False:
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+            got = _npm_pack(pkg, Path(tmp))
+            if got is not None:
+                verify_file(got, integrity=pkg.integrity, label=f"npm pack {pkg.name}@{pkg.version}")
+                os.replace(got, final)
+                return final
+    try:
+        return download(pkg.tarball_url, final, integrity=pkg.integrity, progress=progress)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{exc}\nEmojiSketch needs the npm registry once (then the tarballs are cached in {cache}). Fix: "
+            "check the network or proxy, or set $DSN_LAB_NPM_REGISTRY to a mirror; or copy the tarball "
+            f"(npm pack {pkg.name}@{pkg.version}) into that folder."
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,7 +208,7 @@ def read_members(tarball: Path, want: Callable[[str], bool]) -> dict[str, bytes]
                     if f is not None:
                         out[name] = f.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise IntegrityError(
+        raise ChecksumError(
             f"{tarball}: not a readable npm tarball ({exc}). Delete it and build again."
         ) from exc
     return out
@@ -446,7 +364,7 @@ SVG_RENDERER_PIP = "resvg-py"
 
 
 def _resvg() -> Any:
-    try:
+    try:  # lazy: a compiled wheel; a platform without it should get the fix below, not an import error
         import resvg_py
     except ImportError as exc:
         raise RuntimeError(
@@ -462,8 +380,6 @@ def svg_renderer() -> str:
     r = _resvg()
     version = getattr(r, "__version__", None)
     if version is None:
-        from importlib.metadata import version as dist_version
-
         version = dist_version(SVG_RENDERER_PIP)
     return f"{SVG_RENDERER_PIP} {version} (resvg {getattr(r, '__resvg_version__', '?')})"
 

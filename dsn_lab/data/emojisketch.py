@@ -7,16 +7,21 @@ objects groups). The concepts that match a Sketchy class name (:data:`SKETCHY_TO
 "zero" classes, named with the Sketchy name; every other concept trains — except near-duplicates of an unseen
 class (cat face vs cat, green apple vs apple; :func:`near_duplicate_of`), which are left out of both sides
 and listed in ``manifest.json``, so nothing of a test class leaks into training. 15 % of the training concepts
-(seeded) form the "val" split for model selection.
+(seeded) form the "val" split for model selection. The tables behind these choices are data, in
+``dsn_lab/resources/emojisketch.json``; the recipe hash covers them, so editing the file rebuilds the cache.
+
+Why this module is long: it is one recipe read top to bottom (candidate concepts, near-duplicates, matching
+the colour sets, the split, the build, the cache check); the npm fetching and rendering it needs live in
+:mod:`.emoji_sources`.
 
 ``ensure_emojisketch()`` builds it on first use (file-locked, atomic) and returns its root;
-``python -m dsn_lab.data.emojisketch`` prints the card (and ``--baseline`` the frozen-ImageNet mAP).
+``python -m dsn_lab emojisketch`` prints the card (and ``--baseline`` the frozen-ImageNet mAP).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,9 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from filelock import FileLock
+from tqdm.auto import tqdm
+
 from dsn_lab.data.emoji_sources import (
     ALL_PACKAGES,
     PHOTO_PACKAGES,
+    RECIPE_RESOURCE,
+    RECIPE_SCHEMA,
     SKETCH_PACKAGE,
     NpmPackage,
     fetch_package,
@@ -51,200 +62,52 @@ from dsn_lab.data.emoji_sources import (
     save_png_atomic,
     svg_renderer,
 )
+from dsn_lab.data.registry import default_root
+from dsn_lab.data.tables import load_table, resource_label, table_error
+
+try:  # POSIX: a lock the kernel drops when the process dies; elsewhere (Windows) the filelock package
+    import fcntl
+except ImportError:
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 IMAGE_SIZE = 112
 SPLITS = ("train", "val", "zero")
-GROUPS = ("animals-nature", "food-drink", "travel-places", "activities", "objects")
 VAL_FRACTION = 0.15
 MIN_PHOTOS = 3
 TINY_COUNTS = {"train": 4, "val": 2, "zero": 3}
 
-# ---------------------------------------------------------------------------------------------------
-# The split tables (the data decisions; read them, argue with them, change FORMAT_VERSION if you do)
-# ---------------------------------------------------------------------------------------------------
-# Sketchy class -> the OpenMoji annotation (CLDR short name) of the emoji that depicts it. Two Sketchy names
-# may share one emoji (sea_turtle / turtle); the class is then named by the Sketchy name equal to the
-# annotation. Sketchy classes with no emoji: see SKETCHY_WITHOUT_EMOJI.
-SKETCHY_TO_EMOJI: dict[str, str] = {
-    "airplane": "airplane",
-    "alarm_clock": "alarm clock",
-    "ant": "ant",
-    "ape": "gorilla",
-    "apple": "red apple",
-    "axe": "axe",
-    "banana": "banana",
-    "bat": "bat",
-    "bear": "bear",
-    "bee": "honeybee",
-    "beetle": "beetle",
-    "bell": "bell",
-    "bicycle": "bicycle",
-    "bread": "bread",
-    "butterfly": "butterfly",
-    "cabin": "hut",
-    "camel": "camel",
-    "candle": "candle",
-    "car_(sedan)": "automobile",
-    "castle": "castle",
-    "cat": "cat",
-    "chair": "chair",
-    "chicken": "chicken",
-    "church": "church",
-    "couch": "couch and lamp",
-    "cow": "cow",
-    "crab": "crab",
-    "crocodilian": "crocodile",
-    "cup": "hot beverage",
-    "deer": "deer",
-    "dog": "dog",
-    "dolphin": "dolphin",
-    "door": "door",
-    "duck": "duck",
-    "elephant": "elephant",
-    "eyeglasses": "glasses",
-    "fan": "folding hand fan",
-    "fish": "fish",
-    "flower": "blossom",
-    "frog": "frog",
-    "giraffe": "giraffe",
-    "guitar": "guitar",
-    "hamburger": "hamburger",
-    "hammer": "hammer",
-    "harp": "harp",
-    "hat": "top hat",
-    "hedgehog": "hedgehog",
-    "helicopter": "helicopter",
-    "horse": "horse",
-    "hotdog": "hot dog",
-    "hourglass": "hourglass done",
-    "jack-o-lantern": "jack-o-lantern",
-    "jellyfish": "jellyfish",
-    "kangaroo": "kangaroo",
-    "knife": "kitchen knife",
-    "lion": "lion",
-    "lizard": "lizard",
-    "lobster": "lobster",
-    "motorcycle": "motorcycle",
-    "mouse": "mouse",
-    "mushroom": "mushroom",
-    "owl": "owl",
-    "parrot": "parrot",
-    "pear": "pear",
-    "penguin": "penguin",
-    "piano": "musical keyboard",
-    "pickup_truck": "pickup truck",
-    "pig": "pig",
-    "pineapple": "pineapple",
-    "pistol": "water pistol",
-    "pizza": "pizza",
-    "pretzel": "pretzel",
-    "rabbit": "rabbit",
-    "raccoon": "raccoon",
-    "racket": "badminton",
-    "rhinoceros": "rhinoceros",
-    "rocket": "rocket",
-    "sailboat": "sailboat",
-    "saw": "carpentry saw",
-    "saxophone": "saxophone",
-    "scissors": "scissors",
-    "scorpion": "scorpion",
-    "sea_turtle": "turtle",
-    "seal": "seal",
-    "shark": "shark",
-    "sheep": "ewe",
-    "shoe": "man's shoe",
-    "skyscraper": "office building",
-    "snail": "snail",
-    "snake": "snake",
-    "songbird": "bird",
-    "spider": "spider",
-    "spoon": "spoon",
-    "squirrel": "chipmunk",
-    "strawberry": "strawberry",
-    "swan": "swan",
-    "sword": "crossed swords",
-    "teapot": "teapot",
-    "teddy_bear": "teddy bear",
-    "tiger": "tiger",
-    "tree": "deciduous tree",
-    "trumpet": "trumpet",
-    "turtle": "turtle",
-    "umbrella": "umbrella",
-    "violin": "violin",
-    "volcano": "volcano",
-    "wading_bird": "flamingo",
-    "wheelchair": "manual wheelchair",
-    "window": "window",
-    "wine_bottle": "bottle with popping cork",
-    "zebra": "zebra",
-}
-SKETCHY_WITHOUT_EMOJI = (
-    "armor",
-    "bench",
-    "blimp",
-    "cannon",
-    "geyser",
-    "hermit_crab",
-    "hot-air_balloon",
-    "ray",
-    "rifle",
-    "seagull",
-    "starfish",
-    "table",
-    "tank",
-    "windmill",
-)
-SKETCHY_CLASSES = tuple(sorted((*SKETCHY_TO_EMOJI, *SKETCHY_WITHOUT_EMOJI)))  # all 125
 
-# Near-duplicates the name rule cannot see (another word for the same kind of thing, a subtype, a species the
-# Sketchy class's photos include). Keys are Sketchy class names; values OpenMoji annotations.
-NEAR_DUPLICATES: dict[str, tuple[str, ...]] = {
-    "ape": ("orangutan", "monkey", "monkey face"),
-    "bear": ("panda",),
-    "cabin": ("house", "houses", "house with garden", "derelict house"),
-    "car_(sedan)": ("taxi", "oncoming taxi", "sport utility vehicle"),
-    "chair": ("seat",),
-    "chicken": ("rooster", "hatching chick", "baby chick", "front-facing baby chick"),
-    "church": ("wedding",),
-    "cow": ("ox",),
-    "cup": ("teacup without handle",),
-    "deer": ("moose",),
-    "dog": ("poodle", "wolf"),
-    "dolphin": ("orca",),
-    "duck": ("goose",),
-    "elephant": ("mammoth",),
-    "eyeglasses": ("sunglasses", "goggles"),
-    "fish": ("blowfish", "fishing pole"),
-    "hat": ("billed cap", "graduation cap", "military helmet", "rescue worker's helmet"),
-    "horse": ("unicorn",),
-    "alarm_clock": ("mantelpiece clock", "timer clock"),
-    "knife": ("dagger",),
-    "motorcycle": ("motor scooter",),
-    "mouse": ("rat",),
-    "pig": ("boar",),
-    "racket": ("ping pong",),
-    "sheep": ("ram",),
-    "shoe": ("hiking boot", "woman's sandal", "woman's boot", "thong sandal", "roller skate", "ice skate"),
-    "skyscraper": ("cityscape", "cityscape at dusk"),
-    "swan": ("goose",),
-    "volcano": ("mount fuji",),
-}
-# Whole OpenMoji subgroups that are near-duplicates of one unseen class (every flower is a "flower").
-SUBGROUP_NEAR_DUPLICATES: dict[str, str] = {"flower": "plant-flower"}
+# ---------------------------------------------------------------------------------------------------
+# The split tables: data decisions, in dsn_lab/resources/emojisketch.json (read them, argue with them; the
+# recipe hash covers the file, so an edit rebuilds a cached EmojiSketch). Its "notes" say what each one is.
+# ---------------------------------------------------------------------------------------------------
+def _load_tables() -> dict[str, Any]:
+    data = load_table(RECIPE_RESOURCE, RECIPE_SCHEMA)
+    label = resource_label(RECIPE_RESOURCE)
+    known = set(data["sketchy_to_emoji"])
+    both = sorted(known & set(data["sketchy_without_emoji"]))
+    if both:
+        raise table_error(label, "sketchy_without_emoji", "classes not in sketchy_to_emoji", both)
+    for table in ("near_duplicates", "subgroup_near_duplicates"):
+        for cls in data[table]:
+            if cls not in known:
+                raise table_error(label, f"{table}.{cls}", "a class of sketchy_to_emoji (an unseen class)")
+    return data
+
+
+RECIPE: dict[str, Any] = _load_tables()  # the whole file, as loaded (the recipe hash covers it)
+GROUPS: tuple[str, ...] = tuple(RECIPE["openmoji_groups"])
+# Sketchy class -> the OpenMoji annotation (CLDR short name) of the emoji that depicts it.
+SKETCHY_TO_EMOJI: dict[str, str] = dict(RECIPE["sketchy_to_emoji"])
+SKETCHY_WITHOUT_EMOJI: tuple[str, ...] = tuple(RECIPE["sketchy_without_emoji"])
+SKETCHY_CLASSES = tuple(sorted((*SKETCHY_TO_EMOJI, *SKETCHY_WITHOUT_EMOJI)))  # all 125
+# Sketchy class -> OpenMoji annotations of near-duplicates the name rule cannot see.
+NEAR_DUPLICATES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in RECIPE["near_duplicates"].items()}
+# Sketchy class -> an OpenMoji subgroup all of whose emoji are near-duplicates of it.
+SUBGROUP_NEAR_DUPLICATES: dict[str, str] = dict(RECIPE["subgroup_near_duplicates"])
 # Names that contain an unseen class's word but are another thing (the name rule would drop them).
-NOT_NEAR_DUPLICATES = frozenset(
-    {
-        "computer mouse",
-        "mouse trap",
-        "bell pepper",
-        "fish cake with swirl",
-        "railway car",
-        "tram car",
-        "clinking glasses",
-        "police car light",
-    }
-)
+NOT_NEAR_DUPLICATES = frozenset(RECIPE["not_near_duplicates"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,7 +243,7 @@ def concept_name_keys(c: Concept, chars_names: Sequence[str] = ()) -> list[str]:
 
 # Icon names a name-matched set uses for something else (found by looking at every match; see the README).
 NAME_MATCH_BLOCKLIST: dict[str, frozenset[str]] = {
-    "streamline": frozenset({"turkey"}),  # the flag of Türkiye, not the bird
+    k: frozenset(v) for k, v in RECIPE["name_match_blocklist"].items()
 }
 
 
@@ -660,8 +523,6 @@ def tiny_plan(plan: Plan, counts: dict[str, int] | None = None) -> Plan:
 # ---------------------------------------------------------------------------------------------------
 def default_emojisketch_root(variant: str = "full") -> Path:
     """``$DSN_LAB_DATA/emojisketch`` or ``~/.cache/dsn_lab/emojisketch`` (``emojisketch-tiny`` for tiny)."""
-    from dsn_lab.data.datasets import default_root
-
     root = default_root("emojisketch")
     return root if variant == "full" else root.with_name(f"{root.name}-{variant}")
 
@@ -675,10 +536,10 @@ def _render_photo(src: Sources, pkg: NpmPackage, ref: str, size: int):
     return rasterise_svg(icon_svg(props), size)
 
 
-def is_blank(img: Any, min_ink: float = 0.002) -> bool:
-    """Almost no pixel differs from white: a rendering that failed silently (broken SVG, empty WebP)."""
-    import numpy as np
-
+def too_little_ink(img: Any, min_ink: float = 0.002) -> bool:
+    """Fewer than ``min_ink`` of the pixels are darker than near-white: a rendering that failed silently
+    (broken SVG, empty WebP). Not :func:`dsn_lab.widgets.is_blank`, which asks whether a drawing pad was
+    left untouched."""
     a = np.asarray(img.convert("L"))
     return float((a < 245).mean()) < min_ink
 
@@ -749,8 +610,6 @@ def build_emojisketch(
     either absent or complete. ``overwrite`` replaces an existing EmojiSketch at ``root``; anything else
     there is never touched (error). Not locked: use :func:`ensure_emojisketch` when processes may race.
     """
-    from tqdm.auto import tqdm
-
     if variant not in ("full", "tiny"):
         raise ValueError(f"variant must be 'full' or 'tiny', got {variant!r}.")
     root = Path(root).expanduser().resolve()
@@ -787,7 +646,7 @@ def build_emojisketch(
             for key in sorted(c.photos, key=list(pkgs).index):
                 rel = f"photo/{cls}/{key}_{c.hexcode}.png"
                 img = _render_photo(src, pkgs[key], c.photos[key], image_size)
-                if is_blank(img):
+                if too_little_ink(img):
                     skipped.append(
                         {"class": cls, "set": key, "icon": c.photos[key], "reason": "renders blank"}
                     )
@@ -878,21 +737,39 @@ def read_manifest(root: Path | str) -> dict[str, Any] | None:
         return None
 
 
+def recipe_tables() -> dict[str, Any]:
+    """Every table of ``dsn_lab/resources/emojisketch.json`` (all but its prose), as the code holds them now:
+    read from the module-level names, so the recipe hash follows what a build actually uses."""
+
+    def package(p: NpmPackage) -> dict[str, Any]:
+        d = dataclasses.asdict(p)
+        if p.max_emoji_version is None:  # the file leaves the key out
+            del d["max_emoji_version"]
+        return d
+
+    return {
+        "sketch_package": package(SKETCH_PACKAGE),
+        "photo_packages": [package(p) for p in PHOTO_PACKAGES],
+        "openmoji_groups": list(GROUPS),
+        "sketchy_to_emoji": dict(SKETCHY_TO_EMOJI),
+        "sketchy_without_emoji": list(SKETCHY_WITHOUT_EMOJI),
+        "near_duplicates": {k: list(v) for k, v in NEAR_DUPLICATES.items()},
+        "subgroup_near_duplicates": dict(SUBGROUP_NEAR_DUPLICATES),
+        "not_near_duplicates": sorted(NOT_NEAR_DUPLICATES),
+        "name_match_blocklist": {k: sorted(v) for k, v in NAME_MATCH_BLOCKLIST.items()},
+    }
+
+
 def recipe_hash(seed: int = 0, image_size: int = IMAGE_SIZE) -> str:
-    """A fingerprint of everything that decides the data: pins, tables, sizes, seed, and the SVG renderer
-    with its version (:func:`~dsn_lab.data.emoji_sources.svg_renderer`). A cached build whose manifest
-    carries another one was made by other code (or rendered by another renderer, such as cairosvg before
-    2026-12); :func:`ensure_emojisketch` rebuilds it."""
+    """A fingerprint of everything that decides the data: the recipe file's pins and tables
+    (:func:`recipe_tables`), sizes, seed, and the SVG renderer with its version
+    (:func:`~dsn_lab.data.emoji_sources.svg_renderer`). A cached build whose manifest carries another one
+    was made from another recipe (an edited ``emojisketch.json``) or by another renderer (such as cairosvg
+    before 2026-12); :func:`ensure_emojisketch` rebuilds it."""
     recipe = {
         "format": FORMAT_VERSION,
         "renderer": svg_renderer(),
-        "packages": [(p.name, p.version, p.integrity, p.max_emoji_version) for p in ALL_PACKAGES],
-        "sketchy": SKETCHY_TO_EMOJI,
-        "near": NEAR_DUPLICATES,
-        "subgroups": SUBGROUP_NEAR_DUPLICATES,
-        "allow": sorted(NOT_NEAR_DUPLICATES),
-        "block": {k: sorted(v) for k, v in NAME_MATCH_BLOCKLIST.items()},
-        "groups": GROUPS,
+        "tables": recipe_tables(),
         "sizes": [image_size, VAL_FRACTION, MIN_PHOTOS, TINY_COUNTS, seed],
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -915,11 +792,7 @@ def is_current(root: Path | str, variant: str, seed: int = 0) -> bool:
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock on ``path`` (fcntl where available, else the filelock package)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        from filelock import FileLock
-
+    if fcntl is None:
         with FileLock(str(path)):
             yield
         return
@@ -960,7 +833,7 @@ def ensure_emojisketch(
 
 
 # ---------------------------------------------------------------------------------------------------
-# the card and the baseline
+# the card
 # ---------------------------------------------------------------------------------------------------
 def _count_lines(p: Path) -> int:
     return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip()) if p.is_file() else 0
@@ -998,91 +871,3 @@ def card(root: Path | str) -> str:
             f"unseen classes excluded; {len(m.get('dropped', []))} candidates dropped (see manifest.json)"
         )
     return "\n".join(out)
-
-
-def frozen_baseline(
-    root: Path | str, *, image_size: int = IMAGE_SIZE, batch_size: int = 64, max_per_split: int | None = None
-) -> dict[str, float]:
-    """Unseen-class retrieval with frozen ImageNet EfficientNet-Lite0 pooled features (no training).
-
-    Sketches of the zero split query its photos; mAP@all is VOC AP averaged per class
-    (:func:`dsn_lab.metrics.evaluate_retrieval`). Cosine ranking (= Euclidean on L2-normalised features) is
-    the headline; raw-feature Euclidean and a random ranking are given for reference.
-    """
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader
-
-    from dsn_lab.data import get_dataset
-    from dsn_lab.data.transforms import eval_transform
-    from dsn_lab.metrics import evaluate_retrieval
-    from dsn_lab.model import build_backbone
-
-    trunk, _, _ = build_backbone("efficientnet_lite0", pretrained=True)
-    trunk.eval()
-    feats = {}
-    for domain, flag in (("sketch", 0), ("photo", 1)):
-        ds = get_dataset(
-            "emojisketch",
-            root,
-            split="zero",
-            domain=domain,
-            transform=eval_transform(image_size),
-            verbose=False,
-        )
-        if max_per_split is not None:
-            ds = torch.utils.data.Subset(ds, range(min(max_per_split, len(ds))))
-        xs, ys = [], []
-        with torch.inference_mode():
-            for images, labels, _ in DataLoader(ds, batch_size=batch_size, num_workers=0):
-                xs.append(trunk(images, torch.full((len(images), 1), float(flag))).float().numpy())
-                ys.append(labels.numpy())
-        feats[domain] = (np.concatenate(xs), np.concatenate(ys))
-    (q, ql), (g, gl) = feats["sketch"], feats["photo"]
-    keys = ("mAP@all", "mAP@200", "P@100", "P@200")
-    res: dict[str, float] = {}
-    for dist, label in (("cosine", "cosine"), ("euclidean", "euclidean, raw features")):
-        r = evaluate_retrieval(q, ql, g, gl, distance=dist)
-        res.update({f"{k} ({label})": float(r[k]) for k in keys})
-    rng = np.random.default_rng(0)  # chance level: random features, averaged over 10 draws
-    res["mAP@all (random ranking)"] = float(
-        np.mean(
-            [
-                evaluate_retrieval(
-                    rng.standard_normal((len(ql), 8)), ql, rng.standard_normal((len(gl), 8)), gl
-                )["mAP@all"]
-                for _ in range(10)
-            ]
-        )
-    )
-    res["classes"], res["queries"], res["gallery"] = float(len(np.unique(ql))), float(len(ql)), float(len(gl))
-    return res
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m dsn_lab.data.emojisketch", description=__doc__.split("\n\n")[0]
-    )
-    ap.add_argument("--root", help="EmojiSketch folder (default: the user cache)")
-    ap.add_argument("--variant", default="full", choices=("full", "tiny"))
-    ap.add_argument("--baseline", action="store_true", help="also score frozen ImageNet EfficientNet-Lite0")
-    ap.add_argument(
-        "--quick", action="store_true", help="baseline on at most 64 sketches/photos (a smoke test)"
-    )
-    args = ap.parse_args(argv)
-    root = ensure_emojisketch(args.root, args.variant)
-    print(card(root))
-    if args.baseline:
-        t0 = time.perf_counter()
-        res = frozen_baseline(root, max_per_split=64 if args.quick else None)
-        print(
-            "frozen ImageNet EfficientNet-Lite0, unseen classes, sketch -> photo "
-            f"({time.perf_counter() - t0:.0f} s):"
-        )
-        for k, v in res.items():
-            print(f"  {k}: {v:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,15 +1,18 @@
-"""Downloads that resume, verify and land atomically; the registry of official split files and archives.
+"""The package's one downloader (resumes, verifies, lands atomically); official split files; image archives.
 
 Why this module exists: the most common complaint about ZS-SBIR benchmarks is data (dead links, unnamed
-splits). Every remote file we use is pinned here: the official split lists by upstream commit and sha256
-(or, for the few files no copy of which we could hash, the git blob id the pinned commit records, which is
-just as binding), the image archives by URL. A download goes to ``<dest>.part``, resumes with an HTTP
-``Range`` request after an interruption, is verified, and only then renamed to its final name, so a final
-path never holds a half-written or unverified file.
+splits). Every remote file we use is pinned (:mod:`.registry`, from ``dsn_lab/resources/``): the official
+split lists by upstream commit and sha256 (or, for the few files no copy of which we could hash, the git blob
+id the pinned commit records, which is just as binding), the image archives by URL, EmojiSketch's npm
+tarballs by their sha512 integrity string. :func:`download` serves them all: a download goes to
+``<dest>.part``, resumes with an HTTP ``Range`` request after an interruption, is verified, and only then
+renamed to its final name, so a final path never holds a half-written or unverified file; a pin that does not
+match raises the one :class:`ChecksumError`.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import http.client
@@ -25,17 +28,13 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-SAKE_REPO = "qliu24/SAKE"
-SAKE_COMMIT = "aad0fe3236c63fff7875ad0ad6e8ba2e59a05fef"
-ZSE_REPO = "buptLinfy/ZSE-SBIR"
-ZSE_COMMIT = "88f87f769208f9de5b08f2d7f0569a8087ee5b4b"
-REPOS: dict[str, tuple[str, str]] = {"sake": (SAKE_REPO, SAKE_COMMIT), "zse-sbir": (ZSE_REPO, ZSE_COMMIT)}
+from dsn_lab._cache import cache_home
+from dsn_lab.data.registry import LAYOUTS, REPOS, SPLIT_FILES, RemoteFile, default_root, layout_of
 
 USER_AGENT = "dsn-lab/0.1 (+https://github.com/haowang1992/DSN)"
 RETRY_BACKOFF = 1.0  # seconds before the first retry (doubling); tests set it to 0
@@ -46,274 +45,11 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(RuntimeError):
-    """A file's size, sha256 or git blob id is not the pinned one."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of an upstream repository at a pinned commit."""
-
-    source: str  # key of REPOS
-    path: str  # path inside the upstream repository
-    sha256: str | None
-    size: int | None
-    git_blob: str  # the blob id recorded in the pinned commit's tree
-
-    @property
-    def key(self) -> str:
-        """``<source>/<path>``: also the file's place in a local mirror of the split files."""
-        return f"{self.source}/{self.path}"
-
-    @property
-    def url(self) -> str:
-        repo, commit = REPOS[self.source]
-        return f"https://raw.githubusercontent.com/{repo}/{commit}/{self.path}"
-
-
-def _rf(source: str, path: str, sha256: str | None, size: int | None, blob: str) -> RemoteFile:
-    return RemoteFile(source, path, sha256, size, blob)
-
-
-_SK1 = "dataset/Sketchy/zeroshot1/"
-_TU = "dataset/TUBerlin/zeroshot/"
-_SK0 = "datasets/Sketchy/zeroshot0/"
-_QD = "datasets/QuickDraw/zeroshot/"
-_SKF = "sketch_tx_000000000000_ready_filelist_"
-
-# sha256 and sizes computed from exact copies of these files; git blob ids read from the pinned commits.
-# Three upstream files have no copy we could hash (too large for the snapshots we had): they are verified
-# by their git blob id, which the pinned commit fixes just as firmly.
-SPLIT_FILES: dict[str, RemoteFile] = {
-    f.key: f
-    for f in [
-        _rf(
-            "sake",
-            _SK1 + "cname_cid.txt",
-            "75127d5b43ca5f98233a3b7c24adb2d76be66ba4cc776ddd7f10c785fc95b35c",
-            1024,
-            "a413767247816fc68086c6b39dbe50e1b9ef8509",
-        ),
-        _rf(
-            "sake",
-            _SK1 + "cname_cid_zero.txt",
-            "a33948c55a320befef6124c427c407a972a6401d3e8d2b5c1531db9ed24e961f",
-            249,
-            "de5360c942ec23b3a5ebdcea4fbcdb03b3de7b12",
-        ),
-        _rf(
-            "sake",
-            _SK1 + _SKF + "train.txt",
-            "ae4f6392ebd9d1fbbb18bcffbcea2b364eeea4a199a0a7a00dde1f4a83368608",
-            3785127,
-            "a82b00d2a6469699b0a791f38b78a3ff7cde6b1f",
-        ),
-        _rf(
-            "sake",
-            _SK1 + _SKF + "test.txt",
-            "b0b736074264198924161fa87a124f9ee25c1d583f9f055349c70aa37ecb5f80",
-            342763,
-            "45323bbd79732dd3e48f5630016816edd2f596d5",
-        ),
-        _rf(
-            "sake",
-            _SK1 + _SKF + "zero.txt",
-            "60a311850a8123b41c1a21f5b905a02bb4d5dadc1ea9ec0d78713779ddf5bbd8",
-            1041057,
-            "5ddb02789d370a709517453ffd6aa8b2e52a9611",
-        ),
-        _rf(
-            "sake",
-            _SK1 + "all_photo_filelist_train.txt",
-            "fb17c99bb1d07ac7c86410406f9f7ac2c0b8495c547cf705ea3d886e64622fd3",
-            3595051,
-            "390403cede2388a2522ebc21e9c659da79e28839",
-        ),
-        _rf(
-            "sake",
-            _SK1 + "all_photo_filelist_zero.txt",
-            "0af832ca3705b3c48d9553878d7d4d46ec48cd678ef3c174323113026f9a77b7",
-            892303,
-            "2eefdb2b6a19b9ebf5596e32dee11ea83a40036b",
-        ),
-        _rf(
-            "sake",
-            _TU + "cname_cid.txt",
-            "d28ad9a801bc97a2ee4a7eef6d959b1db063bc31864d12e841147b074f8f83e6",
-            2580,
-            "5484551b30cff64f6ce619b798ae3aac383bbf4e",
-        ),
-        _rf(
-            "sake",
-            _TU + "cname_cid_zero.txt",
-            "3cdb4a40907a32844d7414b3dcd5178cdbd71bb1f48eab40b9eac183875e354d",
-            330,
-            "2dc235f8eab49405560cc72f5ba770dacb2412c6",
-        ),
-        _rf(
-            "sake",
-            _TU + "png_ready_filelist_train.txt",
-            "166e3e84ba2a0911ef64537db42567e34e11b5aec8d9ab6552fc17e06ae28647",
-            480001,
-            "67188f48a35d1cf41b2d79a072dad9db4bac28f4",
-        ),
-        _rf(
-            "sake",
-            _TU + "png_ready_filelist_test.txt",
-            "922c69e0cdf26a8e250fdf4999d843070059d3d450d60e6db2f50be2c2c2a401",
-            68573,
-            "1f9e8fd9bdaac48a6d5b1195277df1c2361e515b",
-        ),
-        _rf(
-            "sake",
-            _TU + "png_ready_filelist_zero.txt",
-            "52ee2c268ef0ba8dd8b768b669627c291b3eb343a4c484568624bd6d0c758abf",
-            73120,
-            "a1ee34ff4116d822ef931a9c00167603ed5098d7",
-        ),
-        _rf(
-            "sake",
-            _TU + "ImageResized_ready_filelist_train.txt",
-            None,
-            None,
-            "cdd7bdfb6278515a44ff88ffacf00df6a20d37f3",
-        ),
-        _rf(
-            "sake",
-            _TU + "ImageResized_ready_filelist_zero.txt",
-            "6a0ea982a6acdf2b8b6a30f2ad2f7d88e8aa4de4c19758e41788600fec907b41",
-            1420959,
-            "0478caae1446ef3cdbab160cb3f72fc124269b16",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + "cname_cid.txt",
-            "57e5b84496d5f994f042cda55c0208bf63208e339b844f2ad34404b1c07efbe1",
-            1069,
-            "08c135822941922a0171bad543d8cc8d87f10f02",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + "cname_cid_zero.txt",
-            "3c47e06d8aec04731b75151a1a6c5c1d187a1e1c77fade39939c2a7cc5fc6d25",
-            208,
-            "ec70cee13b793a5bf15a15b2a7a09740d2f2be2c",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + _SKF + "train.txt",
-            "01ebe753128f9cdae649bf39466502e22cc1c9a988293beb1d32676308230f19",
-            3948724,
-            "5637c4e5d83266db8d5921cbbe53089ec8a5f923",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + _SKF + "zero.txt",
-            "33c5d21093e3a7a1eb389a4cef47164d6738ee5d1cf79a10498b1c3c9395f8ae",
-            865842,
-            "e59d72fe60745cc050b293dce73b36369015baac",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + "all_photo_filelist_train.txt",
-            "b479991e3808981c2be70fd53ba0408634f61030d3903ef5f45113f3b1a5d2ef",
-            3829704,
-            "dc30ced6d6466109a4aafc27e678f3e408a7d2c4",
-        ),
-        _rf(
-            "zse-sbir",
-            _SK0 + "all_photo_filelist_zero.txt",
-            "edf7b28c0911fdaf02a35c9cb611266229d3a0205b1135de00d388bbc57ce0e9",
-            661254,
-            "6fc79e4755cba7877f957defab6fd2f5d02ac8ab",
-        ),
-        _rf(
-            "zse-sbir",
-            _QD + "cname_cid.txt",
-            "4ddabc5a664960ebb5fa2715e918b1d4c77a8b46f9068cbebddc5fc9697e92e6",
-            832,
-            "86045dc87e128ebe47b74f01ae387512f816d7a8",
-        ),
-        _rf(
-            "zse-sbir",
-            _QD + "cname_cid_zero.txt",
-            "8cdc391d46e1ce4321d6151bb40aa5da001a0f440cdf1b909d3880763cd5ee18",
-            301,
-            "93534462802fa384b1595558027c26fad9c3a099",
-        ),
-        _rf("zse-sbir", _QD + "sketch_train.txt", None, None, "667460501d1735cc1e0f0b62f1b23d171c3cbd94"),
-        _rf(
-            "zse-sbir",
-            _QD + "sketch_zero.txt",
-            "d7849dd1836967762e8d23b04d0e4074e1f0be271875f46705ad9b60bdee683a",
-            3690119,
-            "2602588207743b2028f11f80e04126d573eb5bce",
-        ),
-        _rf("zse-sbir", _QD + "all_photo_train.txt", None, None, "f89084ab877530ea3bb2c08667e88dd6593bc5f3"),
-        _rf(
-            "zse-sbir",
-            _QD + "all_photo_zero.txt",
-            "89940cae8d6de258cc6080882b882c4b4cbdd5d339689ffd1d8ca4a094d4b2f4",
-            1795067,
-            "b1e9e0f48127fcff7579a78ca916efba0cc8d791",
-        ),
-    ]
-}
-
-
-@dataclass(frozen=True)
-class ArchiveSource:
-    """An image archive: where it is published, what it holds, and how to get it when we cannot."""
-
-    key: str
-    url: str | None
-    filename: str
-    sha256: str | None  # None: not pinned yet (we could not download it to hash it); printed after download
-    size: int | None
-    layouts: tuple[str, ...]  # dataset folders it contains ("sketchy", "tuberlin", "quickdraw")
-    note: str
-
-
-ARCHIVES: dict[str, ArchiveSource] = {
-    "sake-dataset": ArchiveSource(
-        key="sake-dataset",
-        url="https://cs.jhu.edu/~qliu24/ZSSBIR/dataset.zip",
-        filename="ZSSBIR_dataset.zip",
-        sha256=None,
-        size=None,
-        layouts=("sketchy", "tuberlin"),
-        note="Resized Sketchy-Ext and TU-Berlin-Ext with SAKE's split files (linked from the SAKE and DSN "
-        "READMEs). The extended photos come from ImageNet: use them under ImageNet's terms.",
-    ),
-    "zse-quickdraw": ArchiveSource(
-        key="zse-quickdraw",
-        url="https://drive.usercontent.google.com/download?id=1EZ8xWRzCi8JcKiFtciD2PwguofC785gK"
-        "&export=download&confirm=t",
-        filename="QuickDraw.tar.gz",
-        sha256=None,
-        size=None,
-        layouts=("quickdraw",),
-        note="QuickDraw-Ext as packed by ZSE-SBIR (Google Drive link in its README). If Drive refuses the "
-        "download, fetch it in a browser and run `python -m dsn_lab data import QuickDraw.tar.gz "
-        "--name quickdraw`.",
-    ),
-}
-
-DATASET_ARCHIVE: dict[str, str] = {
-    "sketchy-s1": "sake-dataset",
-    "sketchy-s2": "sake-dataset",
-    "tuberlin": "sake-dataset",
-    "quickdraw": "zse-quickdraw",
-}
+    """A file's size, sha256, git blob id or npm integrity string is not the pinned one."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # paths
-
-
-def cache_home() -> Path:
-    """``$DSN_LAB_CACHE`` or ``~/.cache/dsn_lab``: split files, downloaded archives, built datasets."""
-    env = os.environ.get("DSN_LAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dsn_lab"
 
 
 def splits_cache_dir() -> Path:
@@ -342,23 +78,47 @@ def file_digests(path: Path) -> tuple[int, str, str]:
     return size, sha.hexdigest(), blob.hexdigest()
 
 
+INTEGRITY_ALGORITHMS = ("sha512", "sha384", "sha256", "sha1")  # what npm's dist.integrity may use
+
+
+def integrity_of(path: Path, algorithm: str = "sha512") -> str:
+    """The npm-style integrity string (``sha512-<base64 digest>``) of a file."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for buf in iter(lambda: fh.read(1 << 20), b""):
+            h.update(buf)
+    return f"{algorithm}-{base64.b64encode(h.digest()).decode('ascii')}"
+
+
 def verify_file(
     path: Path,
     *,
     sha256: str | None = None,
     size: int | None = None,
     git_blob: str | None = None,
+    integrity: str | None = None,
     label: str | None = None,
 ) -> None:
-    """Raise :class:`ChecksumError` naming the file and both values unless every given pin matches."""
-    got_size, got_sha, got_blob = file_digests(path)
+    """Raise :class:`ChecksumError` naming the file and both values unless every given pin matches.
+
+    ``integrity`` is an npm ``dist.integrity`` string, ``<algorithm>-<base64 digest>`` (``sha512-...``).
+    """
     what = label or str(path)
-    if size is not None and got_size != size:
-        raise ChecksumError(f"{what}: size {got_size:,} bytes, expected {size:,} (pinned).")
-    if sha256 is not None and got_sha != sha256.lower():
-        raise ChecksumError(f"{what}: sha256 {got_sha}, expected {sha256} (pinned).")
-    if git_blob is not None and got_blob != git_blob.lower():
-        raise ChecksumError(f"{what}: git blob id {got_blob}, expected {git_blob} (pinned commit).")
+    if (sha256, size, git_blob) != (None, None, None):
+        got_size, got_sha, got_blob = file_digests(path)
+        if size is not None and got_size != size:
+            raise ChecksumError(f"{what}: size {got_size:,} bytes, expected {size:,} (pinned).")
+        if sha256 is not None and got_sha != sha256.lower():
+            raise ChecksumError(f"{what}: sha256 {got_sha}, expected {sha256} (pinned).")
+        if git_blob is not None and got_blob != git_blob.lower():
+            raise ChecksumError(f"{what}: git blob id {got_blob}, expected {git_blob} (pinned commit).")
+    if integrity is not None:
+        algorithm = integrity.split("-", 1)[0]
+        if algorithm not in INTEGRITY_ALGORITHMS:
+            raise ValueError(f"Unsupported integrity algorithm in {integrity!r}: use {INTEGRITY_ALGORITHMS}.")
+        got = integrity_of(path, algorithm)
+        if got != integrity:
+            raise ChecksumError(f"{what}: integrity {got}, expected {integrity} (pinned).")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,6 +210,7 @@ def download(
     sha256: str | None = None,
     size: int | None = None,
     git_blob: str | None = None,
+    integrity: str | None = None,
     retries: int = 3,
     timeout: float = 60.0,
     progress: bool = True,
@@ -462,12 +223,13 @@ def download(
     Data goes to ``<dest>.part``; an interrupted transfer is retried ``retries`` times with an HTTP Range
     request for the missing bytes, and a later call resumes from the same ``.part``. Only a verified file
     is renamed to ``dest``; a file that fails its checksum is deleted, so ``dest`` never holds bad data.
-    Returns ``dest``. With no pin given the file is accepted as is and its sha256 is printed.
+    Returns ``dest``. With no pin given the file is accepted as is and its sha256 is printed. Pins:
+    ``sha256``, ``size``, ``git_blob`` (split files), ``integrity`` (npm tarballs); see :func:`verify_file`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    pins = {"sha256": sha256, "size": size, "git_blob": git_blob}
+    pins = {"sha256": sha256, "size": size, "git_blob": git_blob, "integrity": integrity}
     with FileLock(str(dest) + ".lock"):
         if dest.exists():
             try:
@@ -687,8 +449,6 @@ def import_archive(
     it by its layout, and moved into place with one rename. Other datasets found in the same archive (SAKE's
     zip holds Sketchy and TU-Berlin) are installed too when their default root is still empty.
     """
-    from dsn_lab.data.datasets import LAYOUTS, default_root, layout_of
-
     archive = Path(archive).expanduser()
     if not archive.is_file():
         raise FileNotFoundError(
@@ -741,45 +501,6 @@ def import_archive(
     return root
 
 
-def fetch_dataset(
-    name: str,
-    root: Path | str | None = None,
-    *,
-    splits_only: bool = False,
-    keep_archive: bool = False,
-    progress: bool = True,
-    splits_dir: Path | str | None = None,
-) -> Path:
-    """Download (when a public location is known) and install ``name``, plus its official split files."""
-    from dsn_lab.data.datasets import SPECS, default_root
-
-    if name == "emojisketch":
-        from dsn_lab.data.emojisketch import ensure_emojisketch
-
-        return Path(ensure_emojisketch(root))
-    if name not in SPECS:
-        raise KeyError(f"Unknown dataset {name!r}. Known: {', '.join(sorted(SPECS) + ['emojisketch'])}.")
-    spec = SPECS[name]
-    root = Path(root).expanduser() if root is not None else default_root(name)
-    for key in spec.split_keys():
-        ensure_split_file(key, splits_dir=splits_dir, roots=[root], progress=progress)
-    if splits_only:
-        return root
-    if spec.image_root_ok(root):
-        print(f"[dsn_lab] {name}: images already present at {root}")
-        return root
-    src = ARCHIVES[DATASET_ARCHIVE[name]]
-    if src.url is None:
-        raise RuntimeError(f"No public download for {name}. {src.note}")
-    archive = cache_home() / "archives" / src.filename
-    print(f"[dsn_lab] {name}: downloading {src.url}\n  {src.note}")
-    download(src.url, archive, sha256=src.sha256, size=src.size, progress=progress)
-    import_archive(archive, name, root, progress=progress)
-    if not keep_archive:
-        archive.unlink(missing_ok=True)
-    return root
-
-
 def colab_import_from_drive(
     archive: str | Path,
     dest: str | Path | None = None,
@@ -796,7 +517,7 @@ def colab_import_from_drive(
     """
     archive = Path(archive)
     if str(archive).startswith("/content/drive") and not Path("/content/drive").exists():
-        try:
+        try:  # lazy: google.colab exists only inside Colab
             from google.colab import drive  # type: ignore[import-not-found]
         except ImportError as exc:
             raise RuntimeError("Not running in Colab: give a local archive path instead.") from exc

@@ -1,0 +1,117 @@
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dsn-lab/dsn-lab/blob/main/notebooks/05_ablations.ipynb)
+#
+# # 05 · Ablations: what does each part of DSN add?
+#
+# DSN extends SAKE (CE + semantic-aware distillation) with a cross-modal supervised contrastive loss and
+# a category-specific sketch memory. The ladder trained here:
+#
+# | run | loss | changes |
+# |---|---|---|
+# | SAKE baseline | CE + KD | `use_contrastive=False, use_memory=False` |
+# | + contrastive | CE + KD + w·SupCon (w = 0.1 in the paper presets, 1.0 in the `emoji-*` ones) | `use_memory=False` |
+# | + memory | CE + KD + 1.0·memory | `use_contrastive=False` |
+# | full DSN | all four | — |
+# | full DSN, faithful memory | the released memory bank: its loss has no gradient (notebook 02) | `memory_grad=False, memory_row_overwrite=True` |
+# | full DSN, 512-d | the paper's second code size | `hashing_dim=512` |
+#
+# Every run uses the same preset, data and seed(s) and is scored with the default protocol (mAP@all,
+# P@100) on the unseen classes. The `emoji-*` presets change three things for small CPU batches, each
+# measured on the held-out *training* concepts (see `dsn_lab/config.py`): SupCon weight 1.0, frozen
+# BatchNorm statistics and a cosine classifier (`classifier_scale=16`).
+#
+# **What you should see**: a results table (mean ± std over seeds when there are several) and a bar
+# chart, saved to `figures/`. With `QUICK = True` every run is a few steps long: the pipeline runs end to
+# end in CI, but the numbers are noise. The full settings (`QUICK = False`: the `emoji-demo` preset,
+# three seeds; ≈ 6 minutes per run on a 2-core CPU, far less on a GPU) give the comparison.
+
+# %% tags=["parameters"]
+QUICK = True
+PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or a paper preset on a GPU)
+VARIANT = "tiny" if QUICK else "full"
+OVERRIDES = (
+    {"steps_per_epoch": 2, "epochs": 1, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
+    if QUICK
+    else {}
+)  # full: {}
+SEEDS = (1,) if QUICK else (1, 2, 3)  # full: three seeds
+ABLATIONS = {
+    "SAKE baseline (CE+KD)": {"use_contrastive": False, "use_memory": False},
+    "+ contrastive": {"use_memory": False},
+    "+ memory": {"use_contrastive": False},
+    "full DSN": {},
+    "full DSN, faithful memory": {"memory_grad": False, "memory_row_overwrite": True},  # notebook 02
+    "full DSN, 512-d": {"hashing_dim": 512},
+}
+USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
+DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
+
+# %%
+# Setup (explained in 00_setup): install dsn_lab if this kernel lacks it, then decide the folders.
+REPOSITORY, VERSION = "https://github.com/dsn-lab/dsn-lab", "0.1.0"
+try:
+    import dsn_lab.colab
+except ImportError:  # pip-install the clone this notebook sits in, else this notebook's version from GitHub
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    clones = [d for d in (Path.cwd(), *Path.cwd().parents) if (d / "dsn_lab" / "colab.py").is_file()]
+    if clones:
+        subprocess.check_call([*pip, "-e", str(clones[0])])
+        sys.path.insert(0, str(clones[0]))  # an editable install is seen by new processes only
+    elif subprocess.call([*pip, f"dsn-lab @ git+{REPOSITORY}@v{VERSION}"]):
+        print(f"Tag v{VERSION} is not on {REPOSITORY} (yet): installing the main branch instead.")
+        subprocess.check_call([*pip, f"dsn-lab @ git+{REPOSITORY}@main"])
+    import dsn_lab.colab
+
+WS = dsn_lab.colab.setup(use_drive=USE_DRIVE, drive_dir=DRIVE_DIR, quick=QUICK)
+IN_COLAB, RUNS_DIR, FIG_DIR, fig_path = WS.in_colab, WS.runs, WS.figures, WS.fig_path
+
+# %%
+from dsn_lab.course import pick_device
+
+DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 threads
+
+# %% [markdown]
+# ## 1. Train every run
+#
+# `dsn_lab.course.run_ablations` trains every row of `ABLATIONS` for every seed on top of the preset and
+# scores it on the unseen classes (`dsn_lab.embed.evaluate_checkpoint`, the default protocol). Each run
+# writes its checkpoint to `RUNS_DIR/ablation-<name>-seed<k>/`; a finished run is not trained again
+# (`resume=True`), so this cell can be re-run, or continued after a disconnect. On a GPU the full ladder
+# with a paper preset takes hours: run it overnight, or one row at a time from the command line.
+
+# %%
+from dsn_lab.course import preset_config, run_ablations
+
+base = preset_config(PRESET, variant=VARIANT, **OVERRIDES)
+runs = run_ablations(base, ABLATIONS, RUNS_DIR, seeds=SEEDS, device=DEVICE)
+runs.drop(columns="checkpoint").round(4)
+
+# %% [markdown]
+# ## 2. The table
+#
+# Mean over seeds (± standard deviation when there are several). Read a row against the one above it:
+# that difference is what the added term buys. The faithful row differs from full DSN only in the memory
+# bank's two quirks; the memory loss has no gradient there, so it should look like "+ contrastive".
+
+# %%
+from dsn_lab.course import ablation_table
+
+table = ablation_table(runs, order=list(ABLATIONS)).round(4)
+table
+
+# %% [markdown]
+# ## 3. The chart
+
+# %%
+from dsn_lab import plots
+
+plots.plot_ablations(
+    table,
+    title=f"Ablations ({PRESET})",
+    xlabel=f"mAP@all on the unseen classes ({base.dataset}, {len(SEEDS)} seed(s))",
+    save_to=fig_path("ablations"),
+)

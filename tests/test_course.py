@@ -1,0 +1,160 @@
+"""dsn_lab.course, the helpers the notebooks call: real (tiny) training runs on synthetic data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import dsn_lab.course as C
+from dsn_lab.config import get_preset
+from dsn_lab.data.fixtures import make_synthetic_emojisketch
+from dsn_lab.embed import PAPER_RESULTS
+from dsn_lab.train import load_history, train
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
+
+
+def _cfg(out: Path, data: Path, **kw):
+    base = dict(
+        output_dir=str(out),
+        data_root=str(data),
+        epochs=2,
+        steps_per_epoch=3,
+        checkpoint_every=1,
+        log_every=1,
+        image_size=32,
+        kdneg=0.0,
+    )
+    return get_preset("cpu-quick", **{**base, **kw})
+
+
+def test_pick_device_seeds_and_caps_threads(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    try:
+        assert C.pick_device(7, max_threads=1, verbose=False) == torch.device("cpu")
+        first = torch.rand(3)
+        C.pick_device(7, verbose=False)
+        assert torch.equal(first, torch.rand(3))
+        assert torch.get_num_threads() == 1  # a cap already lower is never raised
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_preset_config_builds_emojisketch_only_for_emoji_presets(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(C, "ensure_emojisketch", lambda variant, progress: built.append(variant) or tmp_path)
+    cfg = C.preset_config("emoji-quick", variant="tiny", output_dir=tmp_path / "run", epochs=1)
+    assert built == ["tiny"] and cfg.data_root == str(tmp_path)
+    assert cfg.output_dir == str(tmp_path / "run") and cfg.epochs == 1 and cfg.preset == "emoji-quick"
+    cfg = C.preset_config("sketchy-s1-paper", output_dir="x")
+    assert built == ["tiny"] and cfg.data_root == get_preset("sketchy-s1-paper").data_root
+
+
+def test_train_live_draws_while_training_and_raises_its_errors(synth, tmp_path, monkeypatch, capsys):
+    shown: list[tuple[Figure, str]] = []
+
+    def slow_epoch_end(model, epoch, step):  # gives the drawing thread time to see a history mid-run
+        time.sleep(0.6)
+        return {}
+
+    cfg = _cfg(tmp_path / "run", synth)
+    out = tmp_path / "curves.png"
+    result = C.train_live(
+        cfg,
+        device="cpu",
+        refresh_s=0.05,
+        callbacks=[slow_epoch_end],
+        save_to=out,
+        show=lambda fig, status: shown.append((fig, status)),
+    )
+    assert result.stopped == "completed" and result.final_checkpoint.is_file() and out.is_file()
+    assert all(isinstance(fig, Figure) for fig, _ in shown)
+    assert any(", epoch " in status for _, status in shown[:-1]), [s for _, s in shown]  # a live redraw
+    assert shown[-1][1].startswith("finished (completed)")
+    # a thread an interrupted cell left running on this folder is waited for, then the finished run returns
+    leftover = threading.Thread(target=time.sleep, args=(0.3,))
+    leftover.start()
+    monkeypatch.setitem(C._LIVE, str(Path(cfg.output_dir).resolve()), leftover)
+    again = C.train_live(cfg, device="cpu", refresh_s=0.05, show=lambda fig, status: None)
+    assert "waiting for the training" in capsys.readouterr().out and not leftover.is_alive()
+    assert len(again.history) == len(result.history)
+    with pytest.raises(FileNotFoundError, match="no-data-here"):  # raised in the training thread
+        C.train_live(_cfg(tmp_path / "bad", tmp_path / "no-data-here"), device="cpu", show=lambda f, s: None)
+
+
+def test_train_until_killed_leaves_a_run_to_resume(synth, tmp_path):
+    cfg = _cfg(tmp_path / "run", synth, epochs=3, steps_per_epoch=4)
+    killed = C.train_until_killed(cfg, device="cpu", poll_s=0.05)
+    assert killed is not None and killed["returncode"] != 0, killed  # killed, not finished
+    assert killed["position"]["epoch"] * 4 + killed["position"].get("batch", 0) < 12
+    assert C.train_until_killed(cfg, device="cpu") is None  # a checkpoint is there: nothing started
+    done = train(cfg, resume=True, device="cpu", verbose=False)
+    assert done.stopped == "completed"
+    assert [r["step"] for r in load_history(cfg.output_dir) if r.get("kind") == "step"][-1] == 12
+
+
+def test_train_until_killed_reports_a_child_that_fails(synth, tmp_path):
+    cfg = _cfg(tmp_path / "run", tmp_path / "no-data-here")
+    with pytest.raises(RuntimeError, match="before its first checkpoint") as err:
+        C.train_until_killed(cfg, device="cpu", timeout_s=120)
+    assert "exit code 1" in str(err.value) and "no-data-here" in str(err.value)  # the child's own error
+
+
+def test_run_ablations_trains_each_rung_once_and_tabulates(synth, tmp_path):
+    base = _cfg(tmp_path / "unused", synth, epochs=1, steps_per_epoch=2)
+    ladder = {"SAKE baseline": {"use_contrastive": False, "use_memory": False}, "full DSN": {}}
+    runs = C.run_ablations(base, ladder, tmp_path / "runs", seeds=(1, 2), device="cpu", verbose=False)
+    assert list(runs["run"]) == ["SAKE baseline"] * 2 + ["full DSN"] * 2
+    assert list(runs["seed"]) == [1, 2, 1, 2]
+    assert runs[["mAP@all", "P@100"]].apply(lambda c: c.between(0, 1)).all().all()
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == [
+        "ablation-full-dsn-seed1",
+        "ablation-full-dsn-seed2",
+        "ablation-sake-baseline-seed1",
+        "ablation-sake-baseline-seed2",
+    ]
+    ckpt = Path(runs["checkpoint"][0])
+    stamp = ckpt.stat().st_mtime_ns
+    again = C.run_ablations(base, ladder, tmp_path / "runs", seeds=(1, 2), device="cpu", verbose=False)
+    assert ckpt.stat().st_mtime_ns == stamp  # finished runs are evaluated, not trained again
+    pd.testing.assert_series_equal(again["mAP@all"], runs["mAP@all"])
+
+    table = C.ablation_table(runs, order=["full DSN", "SAKE baseline"])
+    assert list(table.index) == ["full DSN", "SAKE baseline"]
+    mean = runs[runs["run"] == "full DSN"]["mAP@all"].mean()
+    assert table.loc["full DSN", ("mAP@all", "mean")] == pytest.approx(mean)
+    with pytest.raises(KeyError, match="missing"):
+        C.ablation_table(runs, order=["missing"])
+
+
+def test_run_ablations_rejects_names_sharing_a_folder(synth, tmp_path):
+    base = _cfg(tmp_path / "unused", synth)
+    with pytest.raises(ValueError, match="same run folder"):
+        C.run_ablations(base, {"full DSN": {}, "Full-DSN": {}}, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_paper_table_is_the_packages_record():
+    table = C.paper_table()
+    assert len(table) == sum(len(rows) for rows in PAPER_RESULTS.values())
+    row = table[(table["benchmark"] == "sketchy-s1") & (table["method"] == "DSN (paper)")].iloc[0]
+    assert row["mAP@all"] == PAPER_RESULTS["sketchy-s1"]["DSN (paper)"]["mAP@all"]
+    assert list(C.paper_table(["tuberlin"])["benchmark"].unique()) == ["tuberlin"]
+    with pytest.raises(KeyError, match="quickdraw"):
+        C.paper_table(["quickdraw"])
+
+
+def test_default_show_prints_the_status_outside_a_notebook(capsys):
+    C._show_in_notebook(Figure(), "12 s, epoch 0.50, loss 1.000")
+    assert capsys.readouterr().out == "12 s, epoch 0.50, loss 1.000\n"

@@ -1,0 +1,126 @@
+"""Model selection (dsn_lab.selection): the three rules, in training runs and on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dsn_lab.config import get_preset
+from dsn_lab.data import get_dataset
+from dsn_lab.data.fixtures import make_synthetic_emojisketch
+from dsn_lab.embed import extract_features
+from dsn_lab.metrics import evaluate_retrieval
+from dsn_lab.model import build_model
+from dsn_lab.selection import LastEpoch, MapSelector, PairedSelector, make_selector
+from dsn_lab.train import train
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
+
+
+def _cfg(out: Path, **kw):
+    base = dict(
+        output_dir=str(out),
+        epochs=2,
+        steps_per_epoch=3,
+        checkpoint_every=1,
+        log_every=1,
+        deterministic=True,
+        image_size=32,
+        kdneg=0.0,
+    )
+    base.update(kw)
+    return get_preset("cpu-quick", **base)
+
+
+def _data(root: Path) -> dict:
+    sk, ph = (
+        get_dataset("emojisketch", root, split="train", domain=d, verbose=False) for d in ("sketch", "photo")
+    )
+    return {"sketch": sk, "photo": ph, "root": root, "classes": list(sk.classes)}
+
+
+def test_factory_picks_the_rule_and_the_training_sketches(synth: Path, tmp_path: Path) -> None:
+    data = _data(synth)
+    sel, sketches = make_selector(_cfg(tmp_path), data)
+    assert isinstance(sel, MapSelector) and sel.name == "val_mAP@all" and sketches is data["sketch"]
+    sel, sketches = make_selector(_cfg(tmp_path, selection="last"), data)
+    assert isinstance(sel, LastEpoch) and sel(nn.Identity(), torch.device("cpu")) == {}
+    sel, sketches = make_selector(_cfg(tmp_path, selection="accuracy", val_fraction=0.34), data)
+    assert isinstance(sel, PairedSelector) and sel.name == "val_acc"
+    held = {rel for rel, _ in sel.heldout.samples}
+    kept = {rel for rel, _ in sketches.samples}
+    assert held and not held & kept and held | kept == {rel for rel, _ in data["sketch"].samples}
+
+
+def test_paired_rule_redraws_pairs_only_when_asked(synth: Path, tmp_path: Path) -> None:
+    data = _data(synth)
+    fixed, _ = make_selector(_cfg(tmp_path, selection="accuracy", val_fraction=0.34), data)
+    assert fixed.pairs(1) == fixed.pairs(2) == fixed.pairs(1)
+    redrawn, _ = make_selector(_cfg(tmp_path, selection="released", faithful=True, val_fraction=0.34), data)
+    assert redrawn.rule.redraw_pairs and redrawn.pairs(1) == redrawn.pairs(1) != redrawn.pairs(2)
+    for i, j in redrawn.pairs(3):  # each photo with a held-out sketch of its own class
+        assert redrawn.heldout.samples[i][1] == redrawn.photos.samples[j][1]
+
+
+def test_map_rule_is_retrieval_map_of_the_held_out_concepts(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    data = _data(synth)
+    sel, _ = make_selector(cfg, data)
+    torch.manual_seed(0)
+    model = build_model(cfg, len(data["classes"])).train()
+    got = sel(model, torch.device("cpu"))
+    assert model.training  # mode restored
+    kw = dict(image_size=cfg.image_size, device="cpu")
+    q, ql = extract_features(model, sel.query, domain=0, **kw)
+    g, gl = extract_features(model, sel.gallery, domain=1, **kw)
+    want = evaluate_retrieval(q, ql, g, gl, on_missing="skip")
+    assert sel.query.split == sel.gallery.split == "val"
+    assert got["val_mAP@all"] == pytest.approx(want["mAP@all"], abs=1e-6)
+
+
+def test_selection_accuracy_uses_held_out_training_sketches(synth: Path, tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path / "run",
+        epochs=1,
+        steps_per_epoch=2,
+        selection="accuracy",
+        val_fraction=0.34,
+        sketches_per_batch=4,
+    )
+    res = train(cfg, data_root=synth, verbose=False)
+    row = [r for r in res.history if r["kind"] == "epoch"][0]
+    assert res.selection == "val_acc" and 0.0 <= row["val_acc"] <= 1.0
+    assert 0.0 <= row["val_paired_map"] <= 1.0 and res.best_metric == row["val_acc"]
+
+
+def test_selection_last_and_released(synth: Path, tmp_path: Path) -> None:
+    last = train(_cfg(tmp_path / "last", selection="last"), data_root=synth, verbose=False)
+    assert last.best_epoch == 2 and last.selection == "last_epoch"
+    assert last.best_checkpoint is not None
+    rel = train(
+        _cfg(tmp_path / "rel", selection="released", faithful=True, val_batches=2),
+        data_root=synth,
+        verbose=False,
+    )
+    rows = [r for r in rel.history if r["kind"] == "epoch"]
+    assert rel.selection == "val_paired_map" and all(0.0 <= r["val_paired_map"] <= 1.0 for r in rows)
+    assert rel.best_metric == max(r["val_paired_map"] for r in rows)
+
+
+def test_released_selection_on_held_out_concepts_with_one_sketch_each(tmp_path: Path) -> None:
+    """EmojiSketch has one sketch per concept, so no training sketch can be held out: the released paired
+    score is computed on the held-out *concepts* (val sketches paired with val photos), and the classifier's
+    accuracy, meaningless for concepts without a logit, is not reported. faithful=True must train there."""
+    one = make_synthetic_emojisketch(tmp_path / "one", per_class=1, size=32)
+    cfg = _cfg(tmp_path / "run", faithful=True, val_batches=2, sketches_per_batch=3, photos_per_batch=3)
+    res = train(cfg, data_root=one, verbose=False)
+    rows = [r for r in res.history if r["kind"] == "epoch"]
+    assert res.selection == "val_paired_map" and len(rows) == 2
+    assert all(0.0 <= r["val_paired_map"] <= 1.0 and "val_acc" not in r for r in rows)
+    assert res.best_metric == max(r["val_paired_map"] for r in rows)
