@@ -33,7 +33,7 @@ from dsn_lab.data import (
 )
 from dsn_lab.data.datasets import emojisketch_expected, emojisketch_splits
 from dsn_lab.data.registry import ARCHIVES, SPLIT_FILES
-from dsn_lab.demo import run_demo
+from dsn_lab.demo import ClaimNotMetError, run_demo
 from dsn_lab.embed import evaluate_checkpoint, evaluate_frozen_backbone, format_results_table
 from dsn_lab.preflight import PreflightError, preflight
 from dsn_lab.provenance import environment_differences, format_environment
@@ -291,8 +291,14 @@ def _add_demo(sub: Any) -> None:
         "--seconds",
         dest="max_seconds",
         type=float,
-        help="guard: stop training after this many seconds (default 1800, quick 600); a run it cuts short "
-        "says so, and its numbers are not comparable",
+        help="guard: stop training after this many seconds (default 1800, quick 600; 0: no guard); a run it "
+        "cuts short says so, and its numbers are not comparable",
+    )
+    p.add_argument(
+        "--check-claim",
+        action="store_true",
+        help="exit with status 3 unless the run reproduces the README's headline (DSN >= 2.5x the frozen "
+        "mAP@all and above the head on frozen features); CI runs the full demo with it",
     )
     p.add_argument(
         "--set",
@@ -328,10 +334,14 @@ def _run_demo(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             overrides=overrides,
             baseline=args.baseline,
+            check_claim=args.check_claim,
         )
     except PreflightError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ClaimNotMetError as exc:
+        print(exc, file=sys.stderr)
+        return 3
     return 0
 
 

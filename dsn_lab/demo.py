@@ -153,6 +153,31 @@ def _table(rows: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(out)
 
 
+#: The README's headline, checked by ``--check-claim`` (CI runs the full demo with it): DSN's unseen-class
+#: mAP@all is at least this multiple of the frozen ImageNet features' and above the head trained on them.
+CLAIM_MIN_RATIO = 2.5
+
+
+class ClaimNotMetError(RuntimeError):
+    """The full demo ran but did not reproduce the README's headline (``check_claim=True``)."""
+
+
+def check_headline(rows: dict[str, dict[str, float]], cut_short: bool) -> dict[str, Any]:
+    """The README's claim on a run's table: DSN >= CLAIM_MIN_RATIO x frozen, and above the head-only row."""
+    frozen = rows["frozen ImageNet features"]["mAP@all"]
+    head = rows["head trained on frozen features"]["mAP@all"]
+    dsn = list(rows.values())[-1]["mAP@all"]  # DSN is the last row
+    ratio = dsn / max(frozen, 1e-9)
+    holds = ratio >= CLAIM_MIN_RATIO and dsn > head and not cut_short
+    text = (
+        f"README claim (DSN >= {CLAIM_MIN_RATIO}x frozen mAP@all and above the head on frozen features): "
+        f"{'holds' if holds else 'NOT MET'}: DSN {dsn:.3f} = {ratio:.2f}x frozen {frozen:.3f}; "
+        f"head on frozen features {head:.3f} (DSN {dsn - head:+.3f})"
+        + ("; training was cut short by the time guard, so the run does not count" if cut_short else "")
+    )
+    return {"holds": holds, "ratio": ratio, "dsn": dsn, "frozen": frozen, "head": head, "text": text}
+
+
 def run_demo(
     *,
     quick: bool = False,
@@ -163,6 +188,7 @@ def run_demo(
     max_seconds: float | None = None,
     overrides: dict[str, Any] | None = None,
     baseline: bool = False,
+    check_claim: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
 
@@ -174,7 +200,9 @@ def run_demo(
     (default ``<output_dir>/figures``; the README's committed ones are regenerated with
     ``figures_dir="figures"``, ``make figures``); ``figures=False`` skips them. What the run needs (libraries,
     the SVG renderer, WordNet for the KD term, a writable output folder, disk) is checked first:
-    :class:`dsn_lab.preflight.PreflightError` before anything long.
+    :class:`dsn_lab.preflight.PreflightError` before anything long. ``max_seconds=0`` removes the guard.
+    ``check_claim``: after writing the results, raise :class:`ClaimNotMetError` (with the numbers) unless the
+    full run reproduces the README's headline (:func:`check_headline`); CI runs the full demo this way.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -182,7 +210,7 @@ def run_demo(
     if output_dir is not None:
         changes["output_dir"] = str(output_dir)
     if max_seconds is not None:
-        changes["max_train_seconds"] = float(max_seconds)
+        changes["max_train_seconds"] = float(max_seconds) if max_seconds > 0 else None
     cfg = get_preset("emoji-quick" if quick else "emoji-demo", **changes)
     device = torch.device("cpu")
     baseline_cfg = cfg.replace(
@@ -273,6 +301,9 @@ def run_demo(
         + ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
     )
     _say(_gap_table(gap))
+    claim = check_headline(rows, cut_short=bool(cut))
+    if not quick:
+        _say(claim["text"])
     if quick:
         _say(
             f"(--quick: DSN trained {result.planned_steps} steps to check that everything runs; its row is "
@@ -298,6 +329,7 @@ def run_demo(
         "config": cfg.to_dict(),
         "rows": rows,
         "dsn_over_frozen": ratio,
+        "claim": claim,
         "losses_last_epoch": losses,
         "domain_gap": gap,
         "baseline": baseline_info,
@@ -321,6 +353,9 @@ def run_demo(
         f"[demo] results: {results_path.resolve()}; total {timings['total']:.0f}s "
         f"(DSN training {timings['dsn_train']:.0f}s)"
     )
+    if check_claim and (quick or not claim["holds"]):
+        why = "--quick trains too few steps to test it" if quick else claim["text"]
+        raise ClaimNotMetError(f"demo --check-claim failed: {why}")
     return out
 
 
