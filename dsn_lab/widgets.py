@@ -55,11 +55,15 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from dsn_lab._atomic import atomic_write_bytes
 from dsn_lab.checkpoint import load_trained_model
@@ -233,8 +237,6 @@ class Thumbnails:
 
     def precompute(self, indices: Sequence[int] | None = None, progress: bool = True) -> Thumbnails:
         """Make the thumbnails of ``indices`` (default: all) now, so that the first queries are fast too."""
-        from tqdm.auto import tqdm
-
         todo = [i for i in (range(self.n) if indices is None else indices) if int(i) not in self._uris]
         for i in tqdm(todo, desc="thumbnails", disable=not progress or len(todo) < 200):
             self.uri(i)
@@ -259,8 +261,6 @@ def model_encoder(
     Same evaluation transform, ``model(x, domain)`` output ("code": the hashing layer, as in the released
     evaluation; "features"; "logits") and L2 normalisation, so a drawn query lands in the gallery's space.
     """
-    import torch
-    import torch.nn.functional as F
 
     transform = eval_transform(image_size)
     pick = {"code": 2, "features": 3, "logits": 0}[output]
@@ -333,8 +333,6 @@ class FeatureSet:
 
         Handing ``rank_gallery`` / ``evaluate_retrieval`` the float32 array would make every query convert
         the whole gallery again (17,101 x 512 floats: most of a 512-d query's time)."""
-        import torch
-
         key = "rank-binary" if binary else "rank-real"
         if key not in self._codes:
             codes = self.gallery_codes(binary)
@@ -387,8 +385,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    import torch
-
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)
@@ -684,8 +680,6 @@ def _drawing_pad_class() -> type:
         raise ImportError(
             f"The explorer's drawing pad needs anywidget ({exc}). Install it: pip install anywidget"
         ) from None
-    from importlib import resources
-
     esm = resources.files("dsn_lab").joinpath("resources", "drawing_pad.js").read_text(encoding="utf-8")
 
     class DrawingPad(anywidget.AnyWidget):
@@ -721,7 +715,7 @@ class RetrievalExplorer:
     BOTH = "side by side"
 
     def __init__(self, explorer: Explorer, *, k: int = 10, max_k: int = 50, seed: int = 0) -> None:
-        import ipywidgets as W
+        import ipywidgets as W  # lazy: the plain-Python Explorer above works (and is tested) without it
 
         enable_colab_widgets()  # before any widget is displayed: Colab then renders the pad too
         self.explorer = explorer
