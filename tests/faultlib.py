@@ -233,6 +233,19 @@ def nan_in_step(step: Any, term: str, at: int) -> Any:
     return step_with_nan
 
 
+def nan_on_call(fn: Any, at: int) -> Any:
+    """``fn`` (a loss module's ``forward``, say) whose ``at``-th call (counted from 1) returns its value
+    times NaN: the NaN then comes from inside the real step, which has to find and name the term."""
+    calls = [0]
+
+    def with_nan(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        calls[0] += 1
+        return out * float("nan") if calls[0] == at else out
+
+    return with_nan
+
+
 # ---------------------------------------------------------------------------------------------------
 # processes
 

@@ -267,6 +267,7 @@ def test_emojisketch_prints_the_card_and_the_frozen_baseline(tmp_path: Path, mon
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 138 s alone; EmojiSketch may be built from npm first (default limit: 300 s)
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the domain
     gap before/after, figures (in the run folder by default), results JSON, the run records."""

@@ -41,14 +41,7 @@ needs_ref = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Cache and data in tmp; split downloads go to a dead local port; no retry back-off."""
-    monkeypatch.setenv("DSN_LAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("DSN_LAB_SPLITS_MIRROR", "http://127.0.0.1:9/")
-    monkeypatch.delenv("DSN_LAB_SPLITS", raising=False)
-    monkeypatch.setattr(fetch, "RETRY_BACKOFF", 0.0)
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/conftest.py
 
 
 @pytest.fixture
@@ -82,7 +75,7 @@ def test_truncated_image_names_path_and_fix(synth):
     msg = str(err.value)
     assert str(victim) in msg and "truncated" in msg and "on_error='skip'" in msg and "re-extract" in msg
     lenient = _quiet_dataset(synth, on_error="skip")
-    with pytest.warns(UserWarning, match="truncated"):
+    with pytest.warns(UserWarning, match=r"skipping .*truncated"):
         image, label, _ = lenient[0]
     assert image.size == (32, 32) and label == ds.samples[1][1]
     assert [rel for rel, _ in lenient.skipped] == [ds.samples[0][0]]
@@ -233,6 +226,7 @@ def test_download_connection_cut_every_time_then_resumed(tmp_path):
     assert "150,000 bytes are kept" in msg and str(dest) + ".part" in msg
     assert "run the same command again" in msg.lower()
     assert not dest.exists() and _leftovers(dest.parent) == ["archive.zip.part"]
+    assert (dest.parent / "archive.zip.part").stat().st_size == 150_000
     with FaultyServer({"/a.zip": PAYLOAD}) as good:
         assert download(good.url + "/a.zip", dest, sha256=PAYLOAD_SHA, progress=False) == dest
         assert [r for _, r in good.log] == ["bytes=150000-"]
@@ -267,7 +261,7 @@ def test_download_checksum_mismatch(tmp_path):
             download(srv.url + "/f", dest, sha256=PAYLOAD_SHA, progress=False)
     msg = str(err.value)
     assert PAYLOAD_SHA in msg and hashlib.sha256(other).hexdigest() in msg and "deleted" in msg
-    assert _leftovers(dest.parent) == []
+    assert f"nothing was written to {dest}" in msg and _leftovers(dest.parent) == []
     dest.write_bytes(other)  # a bad file already at the final path
     with FaultyServer({"/f": PAYLOAD}) as good, pytest.warns(UserWarning, match="downloading again"):
         download(good.url + "/f", dest, sha256=PAYLOAD_SHA, progress=False)
@@ -635,31 +629,38 @@ def small_run(tmp_path):
     return _cfg(data, tmp_path / "run", epochs=1, checkpoint_every=1)
 
 
-def test_nan_loss_stops_naming_the_term(small_run, monkeypatch):
-    """One loss term turns NaN at the 3rd step (the real step, its memory term replaced by NaN by patching).
+@pytest.mark.parametrize("where, term", [("step", "memory"), ("loss", "contrastive")])
+def test_nan_loss_stops_naming_the_term(small_run, monkeypatch, where, term):
+    """One loss term turns NaN at the 3rd step: the real step's memory term replaced by NaN, or the SupCon
+    loss module itself returning NaN (the step has to find the term and name it "contrastive").
 
-    TrainingDivergedError naming the term, the epoch, batch and optimiser step, and the fixes; no update is
-    applied with the NaN; last.pt stays the checkpoint of step 2 with finite weights; the history records
-    a "diverged" row; resume=True continues from there.
+    TrainingDivergedError naming the term, the epoch, batch and optimiser step, the last good checkpoint
+    and the fixes; no update is applied with the NaN; last.pt stays the checkpoint of step 2 with finite
+    weights; the history ends with a "diverged" row; resume=True continues from there.
     """
+    from dsn_lab import losses
     from dsn_lab import train as train_mod
     from dsn_lab.checkpoint import load_checkpoint
     from dsn_lab.train import TrainingDivergedError, load_history, train
 
-    real_step = train_mod.dsn_step
-    monkeypatch.setattr(train_mod, "dsn_step", faultlib.nan_in_step(real_step, "memory", at=3))
+    owner, name = (train_mod, "dsn_step") if where == "step" else (losses.SupConLoss, "forward")
+    real = getattr(owner, name)
+    nan = faultlib.nan_in_step(real, "memory", at=3) if where == "step" else faultlib.nan_on_call(real, at=3)
+    monkeypatch.setattr(owner, name, nan)
     with pytest.raises(TrainingDivergedError) as err:
         train(small_run, verbose=False)
     msg = str(err.value)
-    assert "'memory' = nan" in msg and "epoch 1, batch 3" in msg and "optimiser step 2" in msg
-    assert "last good checkpoint" in msg and "lower lr" in msg
     last = Path(small_run.output_dir) / "last.pt"
+    assert f"'{term}' = nan is not finite at epoch 1, batch 3 (optimiser step 2)" in msg
+    assert f"the last good checkpoint is {last}" in msg and "lower lr" in msg
     ckpt = load_checkpoint(last)
-    assert ckpt["position"]["batch"] == 2 and ckpt["position"]["opt_step"] == 2
+    pos = ckpt["position"]
+    assert (pos["batch"], pos["opt_step"], pos["batches_seen"]) == (2, 2, 2)  # the bad update never applied
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-    rows = [r for r in load_history(small_run.output_dir) if r.get("kind") == "diverged"]
-    assert len(rows) == 1 and rows[0]["terms"] == "memory"
-    monkeypatch.setattr(train_mod, "dsn_step", real_step)
+    history = load_history(small_run.output_dir)
+    assert [r for r in history if r.get("kind") == "diverged"] == [history[-1]]
+    assert history[-1]["terms"] == term
+    monkeypatch.setattr(owner, name, real)
     result = train(small_run, resume=True, verbose=False)
     assert load_checkpoint(result.final_checkpoint)["position"]["finished"]
 
@@ -692,19 +693,26 @@ def test_checkpoint_from_other_config_or_backbone_refused(small_run):
     model of another shape.
 
     CheckpointError listing each differing field with both values and the --set flags that match the
-    checkpoint; weights that do not fit name the backbone, class count and hashing size.
+    checkpoint (fields that change no result, such as log_every, num_workers or the time budget, may
+    differ); weights that do not fit name the backbone, class count and hashing size.
     """
     from dsn_lab.checkpoint import CheckpointError, load_checkpoint, load_trained_model, save_checkpoint
     from dsn_lab.train import train
 
-    done = train(small_run.replace(epochs=1, steps_per_epoch=1), verbose=False)
-    other = small_run.replace(epochs=1, steps_per_epoch=1, lr=5e-4, backbone="efficientnet_lite0")
+    cfg = small_run.replace(epochs=1, steps_per_epoch=1)
+    done = train(cfg, verbose=False)
+    other = cfg.replace(lr=5e-4, backbone="efficientnet_lite0", hashing_dim=32)
     with pytest.raises(CheckpointError) as err:
         train(other, resume=True, verbose=False)
     msg = str(err.value)
     assert str(done.final_checkpoint) in msg
     assert "backbone: this run 'efficientnet_lite0', checkpoint 'resnet18'" in msg
     assert "lr: this run 0.0005, checkpoint 0.0001" in msg and 'backbone="resnet18"' in msg
+    assert "hashing_dim: this run 32, checkpoint 16" in msg
+    assert "output_dir" not in msg.split("differing fields")[1].split("Fix")[0]
+    # fields that change no result may differ
+    harmless = cfg.replace(log_every=5, num_workers=1, max_train_seconds=100.0)
+    assert train(harmless, resume=True, verbose=False).final_checkpoint == done.final_checkpoint
     # weights of another shape under a config that claims they fit
     ckpt = load_checkpoint(done.final_checkpoint)
     cfg = json.loads(ckpt["config"])
@@ -731,47 +739,6 @@ class _TinyNet(nn.Module):
         f = self.conv(x).relu().mean((2, 3))
         code = self.head(f)
         return code, code, code, f
-
-
-def test_stale_feature_cache_not_used_after_checkpoint_changed(synth, tmp_path):
-    """Features cached for one checkpoint, then the checkpoint file is overwritten by further training.
-
-    The cache key includes the checkpoint's content hash, so the old entry is not used: the features are
-    recomputed and equal a fresh, uncached pass; an entry renamed to the new key, and a truncated entry, are
-    detected and recomputed too.
-    """
-    from dsn_lab.checkpoint import save_checkpoint
-    from dsn_lab.embed import compute_features, extract_features, file_hash
-
-    ds = _quiet_dataset(synth, split="zero", domain="photo")
-    cache = tmp_path / "feats"
-    ckpt = tmp_path / "run" / "best.pt"
-    kw = dict(domain="photo", image_size=32, cache_dir=cache)
-
-    def features(model):
-        return extract_features(model, ds, model_key=file_hash(ckpt), **kw)
-
-    old = _TinyNet(0)
-    save_checkpoint({"model": old.state_dict()}, ckpt)
-    f_old, _ = features(old)
-    (entry,) = sorted(cache.glob("*.npz"))
-    new = _TinyNet(1)
-    save_checkpoint({"model": new.state_dict()}, ckpt)  # same path, new weights
-    f_new, labels = features(new)
-    fresh, fresh_labels = compute_features(new, ds, domain=1, transform=_eval(32))
-    assert not np.allclose(f_new, f_old) and np.array_equal(f_new, fresh)
-    assert np.array_equal(labels, fresh_labels) and len(list(cache.glob("*.npz"))) == 2
-    # a stale entry copied under the new key's name is refused (the key is stored inside and checked)
-    new_entry = next(p for p in cache.glob("*.npz") if p != entry)
-    new_entry.write_bytes(entry.read_bytes())
-    f_again, _ = features(new)
-    assert np.array_equal(f_again, fresh)
-    # without a checkpoint key, the weights themselves are hashed: an in-place change is not stale either
-    g_old, _ = extract_features(old, ds, **kw)
-    with torch.no_grad():
-        old.head.bias.add_(1.0)
-    g_new, _ = extract_features(old, ds, **kw)
-    assert not np.allclose(g_old, g_new)
 
 
 def _eval(size: int):
@@ -805,6 +772,8 @@ def test_evaluate_cli_ignores_cache_of_replaced_checkpoint(small_run, tmp_path, 
 
     The feature cache is keyed by the checkpoint file's hash: the second evaluation embeds again with the
     new weights (its numbers equal a --no-cache evaluation) and both entries stay, each under its own key.
+    An old entry copied over the new one's name is not trusted either (the key is stored inside the entry
+    and checked): it is recomputed and rewritten.
     """
     from dsn_lab.checkpoint import load_checkpoint, save_checkpoint
     from dsn_lab.cli import main as cli_main
@@ -839,6 +808,11 @@ def test_evaluate_cli_ignores_cache_of_replaced_checkpoint(small_run, tmp_path, 
     new_photo = next(p for p in new_entries if "_d1_" in p.name)
     with np.load(old_photo) as a, np.load(new_photo) as b:
         assert a["feats"].shape == b["feats"].shape and not np.allclose(a["feats"], b["feats"])
+        key, feats = str(b["key"]), b["feats"]
+    new_photo.write_bytes(old_photo.read_bytes())  # a cache synced by hand: stale features, new name
+    assert evaluate("copied")["real"] == uncached["real"]
+    with np.load(new_photo) as b:
+        assert str(b["key"]) == key and np.array_equal(b["feats"], feats)
 
 
 def test_cli_reports_refused_checkpoint_without_traceback(tmp_path, capsys):

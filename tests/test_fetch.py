@@ -1,4 +1,8 @@
-"""Fetchers against an HTTP server started on 127.0.0.1: resume, checksum, progress, split files, archives."""
+"""Fetchers against an HTTP server started on 127.0.0.1: resume, checksum, progress, split files, archives.
+
+Faults of a download (a link cut on every request, a wrong file, a full disk) have their one home in
+tests/test_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -90,13 +94,7 @@ class _Server:
         self.httpd.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSN_LAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("DSN_LAB_SPLITS", raising=False)
-    monkeypatch.delenv("DSN_LAB_SPLITS_MIRROR", raising=False)
-    monkeypatch.setattr(fetch, "RETRY_BACKOFF", 0.0)
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/conftest.py; servers set their mirror
 
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -114,33 +112,12 @@ def test_interrupted_transfer_resumes_within_one_call(tmp_path):
     assert srv.log[1] == ("/f.bin", f"bytes={len(PAYLOAD) // 2}-")  # only the missing half asked for
 
 
-def test_interrupted_transfer_resumes_on_next_call(tmp_path):
-    dest = tmp_path / "sub" / "f.bin"
-    with _Server({"/f.bin": PAYLOAD}, drop_first={"/f.bin"}) as srv:
-        with pytest.raises(DownloadError, match="Run the same command again to resume"):
-            download(srv.url + "/f.bin", dest, sha256=SHA, retries=0, progress=False, chunk=4096)
-        assert not dest.exists()
-        assert (dest.parent / "f.bin.part").stat().st_size == len(PAYLOAD) // 2
-        download(srv.url + "/f.bin", dest, sha256=SHA, retries=0, progress=False)
-    assert dest.read_bytes() == PAYLOAD and srv.log[-1][1] == f"bytes={len(PAYLOAD) // 2}-"
-
-
 def test_server_without_range_support_restarts(tmp_path):
     part = tmp_path / "f.bin.part"
     part.write_bytes(b"garbage that must not survive")
     with _Server({"/f.bin": PAYLOAD}, ranges=False) as srv:
         download(srv.url + "/f.bin", tmp_path / "f.bin", sha256=SHA, progress=False)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
-
-
-def test_checksum_mismatch_leaves_nothing(tmp_path):
-    dest = tmp_path / "f.bin"
-    with _Server({"/f.bin": PAYLOAD}) as srv:
-        with pytest.raises(ChecksumError) as err:
-            download(srv.url + "/f.bin", dest, sha256="0" * 64, progress=False)
-    msg = str(err.value)
-    assert "sha256" in msg and SHA in msg and f"nothing was written to {dest}" in msg
-    assert not dest.exists() and not (tmp_path / "f.bin.part").exists()
 
 
 def test_size_and_git_blob_pins(tmp_path):
