@@ -638,6 +638,8 @@ def _execute_colab_like(name: str, runtime: Path, drive_store: Path, colab_like:
     (runtime / "timing.json").write_text(json.dumps(record))
     cells = ", ".join(f"cell {i} {s:.1f} s" for s, i in slowest)
     print(f"\n{name}: executed in {seconds:.1f} s (slowest: {cells}; lost wake-ups recovered: {lost})")
+    if lost:  # in the warnings summary of every run, so a run log says whether the old stall would have hit
+        warnings.warn(f"{name}: {lost} lost shell wake-up(s) recovered by the 2-s steps", stacklevel=1)
     errors = [
         o
         for c in nb.cells

