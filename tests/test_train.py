@@ -99,6 +99,7 @@ CE_RATIO = 0.85  # the same for the CE term (measured 0.67-0.68)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~165 s, plus the EmojiSketch build (~1 min) when it runs first on a cold cache
 def test_training_learns_on_emojisketch(tmp_path: Path) -> None:
     """DSN learns: the emoji-quick recipe (EfficientNet-Lite0 from ImageNet, every term on, KD with the
     teacher and the WordNet mask) on 64 real EmojiSketch training concepts, 6 epochs x 4 steps (each epoch
