@@ -118,6 +118,26 @@ def _wait_for_grid(page, log: Path, console: list[str], tmp_path: Path) -> None:
         ) from None
 
 
+def _dismiss_dialogs(page) -> None:
+    """Accept any JupyterLab dialog in the way, printing its text (shown when the test fails).
+
+    One cold run of the suite found the notebook covered by a modal ``jp-Dialog`` (on a loaded machine: a
+    kernel or file prompt that the other runs never showed) that intercepted every click for 30 s.
+    Accepting it (its default button: select the notebook's kernel, keep the file) is what a user would do.
+    """
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(5):
+        if not dialogs.count() or not dialogs.first.is_visible():
+            return
+        print("JupyterLab dialog:", " | ".join(dialogs.first.inner_text().split("\n")))
+        accept = dialogs.first.locator(".jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click(timeout=5_000)
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+
+
 def _run_code_cell_in_lab(page, attempts: int = 3) -> None:
     """Shift+Enter on the app's code cell until its prompt shows it queued or ran (``[*]`` / ``[1]``).
 
@@ -125,12 +145,17 @@ def _run_code_cell_in_lab(page, attempts: int = 3) -> None:
     connected but no execution, so the key press had not reached the cell. A press that does reach it shows
     in the prompt at once, so pressing again only when the prompt is still ``[ ]`` never runs it twice.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
     cell = page.locator(".jp-Notebook .jp-CodeCell").first
     prompt = cell.locator(".jp-InputPrompt")
     for _ in range(attempts):
-        cell.click()
+        _dismiss_dialogs(page)
+        try:
+            cell.click(timeout=15_000)
+        except PlaywrightTimeoutError:  # a dialog opened meanwhile: dismiss it on the next attempt
+            continue
         page.keyboard.press("Escape")  # command mode, so Shift+Enter runs the cell
         page.keyboard.press("Shift+Enter")
         try:
