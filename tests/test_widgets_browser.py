@@ -308,6 +308,10 @@ def test_explorer_in_jupyterlab(tmp_path):
         f"--ServerApp.root_dir={nb_dir}",
         "--allow-root",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        # the user's ~/.jupyter/lab stays out of it: a workspace saved by an earlier run restores that run's
+        # layout and files (cold runs of the suite met a modal dialog covering the notebook)
+        f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}",
+        f"--LabApp.user_settings_dir={tmp_path / 'lab-settings'}",
     ]
     console: list[str] = []
     with sync_api.sync_playwright() as pw:
