@@ -46,6 +46,14 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic EmojiSketch (3 images per class, 32 px) for the training-loop tests of a module."""
+    from dsn_lab.data.fixtures import make_synthetic_emojisketch
+
+    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> None:
     """No test touches the user's cache, data folder or the network: DSN_LAB_CACHE and DSN_LAB_DATA in

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from looplib import loop_cfg as _cfg
+from looplib import state_equal as _state_equal
 
 from dsn_lab.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -26,33 +28,8 @@ from dsn_lab.checkpoint import (
     training_payload,
 )
 from dsn_lab.config import get_preset
-from dsn_lab.data.fixtures import make_synthetic_emojisketch
 from dsn_lab.memory import SketchMemory
 from dsn_lab.train import train
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
-
-
-def _cfg(out: Path, **kw):
-    base = dict(
-        output_dir=str(out),
-        epochs=2,
-        steps_per_epoch=3,
-        checkpoint_every=1,
-        log_every=1,
-        deterministic=True,
-        image_size=32,
-        kdneg=0.0,
-    )
-    base.update(kw)
-    return get_preset("cpu-quick", **base)
-
-
-def _state_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_rng_state_round_trip_through_a_weights_only_file(tmp_path: Path) -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from looplib import loop_cfg as _cfg
+from looplib import state_equal as _state_equal
 from torch import nn
 
 import dsn_lab.selection as S
-from dsn_lab.config import get_preset
 from dsn_lab.data import get_dataset
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
 from dsn_lab.embed import extract_features
@@ -17,30 +18,6 @@ from dsn_lab.metrics import evaluate_retrieval
 from dsn_lab.model import build_model
 from dsn_lab.selection import LastEpoch, MapSelector, PairedSelector, make_selector
 from dsn_lab.train import train
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
-
-
-def _cfg(out: Path, **kw):
-    base = dict(
-        output_dir=str(out),
-        epochs=2,
-        steps_per_epoch=3,
-        checkpoint_every=1,
-        log_every=1,
-        deterministic=True,
-        image_size=32,
-        kdneg=0.0,
-    )
-    base.update(kw)
-    return get_preset("cpu-quick", **base)
-
-
-def _state_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _data(root: Path) -> dict:

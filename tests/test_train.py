@@ -12,41 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from looplib import loop_cfg as _cfg
+from looplib import state_equal as _state_equal
 
 import dsn_lab.step as S
 import dsn_lab.train as T
 from dsn_lab.checkpoint import checkpoint_config
 from dsn_lab.config import get_preset
 from dsn_lab.data.emojisketch import ensure_emojisketch
-from dsn_lab.data.fixtures import make_synthetic_emojisketch
 from dsn_lab.embed import evaluate_frozen_backbone
 from dsn_lab.semantics import cid_mask_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_emojisketch(tmp_path_factory.mktemp("data") / "synth", per_class=3, size=32)
-
-
-def _cfg(out: Path, **kw):
-    base = dict(
-        output_dir=str(out),
-        epochs=2,
-        steps_per_epoch=3,
-        checkpoint_every=1,
-        log_every=1,
-        deterministic=True,
-        image_size=32,
-        kdneg=0.0,
-    )
-    base.update(kw)
-    return get_preset("cpu-quick", **base)
-
-
-def _state_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_train_writes_checkpoint_and_history(synth: Path, tmp_path: Path) -> None:
