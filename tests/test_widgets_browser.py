@@ -251,9 +251,25 @@ def _exercise(page, tmp_path: Path) -> None:
 
 
 def _assert_status(page, start: str) -> None:
-    """The message line is a status (no red error) that starts with ``start``: it names the query shown."""
+    """The message line is a status (no red error) that starts with ``start``: it names the query shown.
+
+    The grid and the message line are two widgets, so the kernel's two updates reach the browser as two
+    messages: the grid can show the new query a moment before the line under it does (seen in CI). Wait for
+    the line, then say what it showed if it never caught up.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     status = page.locator(".dsn-message .dsn-status")
     status.wait_for(timeout=20_000)
+    try:
+        page.wait_for_function(
+            """s => { const e = document.querySelector('.dsn-message .dsn-status');
+                      return e !== null && e.innerText.replace(/\u00a0/g, ' ').startsWith(s); }""",
+            arg=start,
+            timeout=20_000,
+        )
+    except PlaywrightTimeoutError:
+        pass  # the assertion below names the text that was there
     assert page.locator(".dsn-message .dsn-error").count() == 0
     text = status.inner_text().replace("\xa0", " ")
     assert text.startswith(start), text
