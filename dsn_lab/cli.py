@@ -19,6 +19,7 @@ from dsn_lab.checkpoint import CheckpointError
 from dsn_lab.config import PRESETS, DSNConfig, get_preset
 from dsn_lab.data import (
     DATASET_NAMES,
+    EMOJISKETCH_VERSIONS,
     SPECS,
     ChecksumError,
     DatasetImageError,
@@ -30,6 +31,7 @@ from dsn_lab.data import (
     fetch_dataset,
     get_dataset,
     import_archive,
+    is_emojisketch,
 )
 from dsn_lab.data.datasets import emojisketch_expected, emojisketch_splits
 from dsn_lab.data.registry import ARCHIVES, SPLIT_FILES
@@ -413,8 +415,9 @@ def _add_data(sub: Any) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     try:
         if args.data_command == "fetch":
-            if args.name == "emojisketch":
-                print(emojisketch.ensure_emojisketch(args.root, variant=args.variant))
+            if is_emojisketch(args.name):
+                version = EMOJISKETCH_VERSIONS[args.name]
+                print(emojisketch.ensure_emojisketch(args.root, variant=args.variant, version=version))
                 return 0
             root = fetch_dataset(
                 args.name,
@@ -444,7 +447,7 @@ def _short(text: str, width: int = 100) -> str:
 
 def _data_info(args: argparse.Namespace) -> int:
     root = args.root or default_root(args.name)
-    if args.name == "emojisketch":  # expected: the counts its build recorded, as loading checks them
+    if is_emojisketch(args.name):  # expected: the counts its build recorded, as loading checks them
         pairs, expected = emojisketch_splits(root), emojisketch_expected(root)
     else:
         pairs, expected = list(SPECS[args.name].lists), SPECS[args.name].expected
@@ -528,6 +531,13 @@ def _add_emojisketch(sub: Any) -> None:
     )
     p.add_argument("--root", help="EmojiSketch folder (default: the user cache)")
     p.add_argument("--variant", default="full", choices=("full", "tiny"))
+    p.add_argument(
+        "--version",
+        type=int,
+        default=1,
+        choices=emojisketch.VERSIONS,
+        help="1: one OpenMoji sketch per concept; 2: several per concept (line-art sets + pseudo-sketches)",
+    )
     p.add_argument("--baseline", action="store_true", help="also score frozen ImageNet EfficientNet-Lite0")
     p.add_argument(
         "--quick", action="store_true", help="baseline on at most 64 sketches/photos (a smoke test)"
@@ -536,7 +546,7 @@ def _add_emojisketch(sub: Any) -> None:
 
 
 def _run_emojisketch(args: argparse.Namespace) -> int:
-    root = emojisketch.ensure_emojisketch(args.root, args.variant)
+    root = emojisketch.ensure_emojisketch(args.root, args.variant, version=args.version)
     print(emojisketch.card(root))
     if args.baseline:
         t0 = time.perf_counter()

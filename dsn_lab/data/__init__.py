@@ -42,9 +42,11 @@ from dsn_lab.data.registry import (
     DATASET_ARCHIVE,
     DATASET_NAMES,
     DOMAINS,
+    EMOJISKETCH_VERSIONS,
     LAYOUTS,
     SPECS,
     default_root,
+    is_emojisketch,
 )
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "SplitError",
     "colab_import_from_drive",
     "default_root",
+    "is_emojisketch",
     "download",
     "emojisketch",
     "ensure_split_file",
@@ -86,8 +89,9 @@ def get_dataset(
 ) -> SketchPhotoDataset:
     """One split and domain of a dataset: ``ds[i] -> (image, label, domain)``, ``ds.samples``, ``ds.classes``.
 
-    name: "sketchy-s1" | "sketchy-s2" | "tuberlin" | "quickdraw" | "emojisketch"; split: "train" | "test" |
-    "zero" (+ "val" for EmojiSketch); domain: "sketch" | "photo". ``root=None`` uses :func:`default_root`.
+    name: "sketchy-s1" | "sketchy-s2" | "tuberlin" | "quickdraw" | "emojisketch" | "emojisketch-v2"; split:
+    "train" | "test" | "zero" (+ "val" for EmojiSketch; + "val_multi" / "zero_multi" for v2, the multi-style
+    queries); domain: "sketch" | "photo". ``root=None`` uses :func:`default_root`.
     Real datasets read the official list files (pinned; see :func:`ensure_split_file`; ``splits_dir`` or
     ``$DSN_LAB_SPLITS`` points at a local copy). ``check``: "exists" (default) confirms every listed file is
     present, "decode" also decodes each image, "none" trusts the lists. ``on_error="skip"`` drops missing or
@@ -101,11 +105,18 @@ def get_dataset(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}.")
     root_path = Path(root).expanduser() if root is not None else default_root(name)
-    if name == "emojisketch":
+    if is_emojisketch(name):
         if (build if build is not None else root is None) and not (root_path / "splits").is_dir():
-            root_path = Path(emojisketch.ensure_emojisketch(root_path))
+            root_path = Path(emojisketch.ensure_emojisketch(root_path, version=EMOJISKETCH_VERSIONS[name]))
         return load_emojisketch(
-            root_path, split, domain, transform=transform, check=check, on_error=on_error, verbose=verbose
+            root_path,
+            split,
+            domain,
+            transform=transform,
+            check=check,
+            on_error=on_error,
+            verbose=verbose,
+            name=name,
         )
     return load_real(
         name,
@@ -135,8 +146,8 @@ def fetch_dataset(
     come from its archive (:data:`~dsn_lab.data.registry.ARCHIVES`); when they are already at ``root`` only
     the split files are checked.
     """
-    if name == "emojisketch":
-        return Path(emojisketch.ensure_emojisketch(root))
+    if is_emojisketch(name):
+        return Path(emojisketch.ensure_emojisketch(root, version=EMOJISKETCH_VERSIONS[name]))
     if name not in SPECS:
         raise KeyError(f"Unknown dataset {name!r}. Known: {', '.join(sorted(SPECS) + ['emojisketch'])}.")
     spec = SPECS[name]

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from dsn_lab.data.fetch import ensure_split_file
-from dsn_lab.data.registry import DOMAINS, LAYOUTS, SPECS, Layout, layout_of
+from dsn_lab.data.registry import DOMAINS, LAYOUTS, SPECS, Layout, is_emojisketch, layout_of
 from dsn_lab.data.registry import default_root as default_root  # re-exported: callers import it from here
 
 ON_ERROR = ("raise", "skip")
@@ -202,8 +202,8 @@ def _layout_message(layout: Layout, root: Path) -> str:
 
 
 def _fix_message(name: str, root: Path) -> str:
-    if name == "emojisketch":
-        return f"Fix: python -m dsn_lab data fetch emojisketch --root {root}"
+    if is_emojisketch(name):
+        return f"Fix: python -m dsn_lab data fetch {name} --root {root}"
     return (
         f"Fix: python -m dsn_lab data fetch {name} --root {root}  (or, with an archive you have: "
         f"python -m dsn_lab data import ARCHIVE --name {name} --root {root}); "
@@ -218,7 +218,7 @@ def absent_message(name: str, root: Path, domain: str | None = None) -> str | No
     Checked before any split list is fetched, so a missing dataset is never reported as a failed download.
     EmojiSketch (built, not fetched) is not checked here.
     """
-    if name == "emojisketch":
+    if is_emojisketch(name):
         return None
     layout = LAYOUTS[layout_of(name)]
     dirs = layout.domain_dirs
@@ -406,7 +406,7 @@ def load_real(
 def emojisketch_splits(root: Path) -> list[tuple[str, str]]:
     """(split, domain) pairs present in an EmojiSketch-layout folder."""
     out = []
-    for split in ("train", "val", "zero", "test"):
+    for split in ("train", "val", "zero", "test", "val_multi", "zero_multi"):  # *_multi: EmojiSketch v2
         for domain in DOMAINS:
             if (root / "splits" / f"{domain}_{split}.txt").is_file() and (
                 root / "splits" / f"classes_{split}.txt"
@@ -426,7 +426,7 @@ def load_emojisketch(
     verbose: bool,
     name: str = "emojisketch",
 ) -> SketchPhotoDataset:
-    layout = LAYOUTS["emojisketch"]
+    layout = LAYOUTS[name]
     if not (root / "splits").is_dir():
         raise DatasetLayoutError(
             f"{root / 'splits'} not found: {root} is not an EmojiSketch folder.\n"

@@ -70,7 +70,7 @@ class NpmPackage:
         return f"{registry}/{self.name}/-/{base}-{self.version}.tgz"
 
 
-_PACKAGE_SCHEMA = {
+PACKAGE_SCHEMA = {
     "key": str,
     "name": str,
     "version": str,
@@ -85,8 +85,8 @@ _PACKAGE_SCHEMA = {
 RECIPE_SCHEMA = {
     "about": PROSE,
     "notes": MapOf(PROSE),
-    "sketch_package": _PACKAGE_SCHEMA,
-    "photo_packages": [_PACKAGE_SCHEMA],
+    "sketch_package": PACKAGE_SCHEMA,
+    "photo_packages": [PACKAGE_SCHEMA],
     "openmoji_groups": [str],
     "sketchy_to_emoji": MapOf(str),
     "sketchy_without_emoji": [str],

