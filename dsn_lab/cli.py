@@ -14,6 +14,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
 from dsn_lab.checkpoint import CheckpointError
 from dsn_lab.config import PRESETS, DSNConfig, get_preset
@@ -542,12 +545,43 @@ def _add_emojisketch(sub: Any) -> None:
     p.add_argument(
         "--quick", action="store_true", help="baseline on at most 64 sketches/photos (a smoke test)"
     )
+    p.add_argument(
+        "--sheet",
+        metavar="PNG",
+        help="also draw a contact sheet: per concept its first photo and every sketch (v2: every style)",
+    )
+    p.add_argument(
+        "--sheet-classes",
+        nargs="+",
+        metavar="CLASS",
+        help="the concepts of the sheet (default: the 4 unseen and 2 training concepts with most sketches)",
+    )
     p.set_defaults(handler=_run_emojisketch)
+
+
+def _contact_sheet(root: Path, out: str, classes: list[str] | None) -> Path:
+    """Draw ``classes`` (default: the 4 unseen and 2 training concepts with the most sketches) as rows."""
+    manifest = emojisketch.read_manifest(root) or {}
+    splits = {c: m.get("split") for c, m in manifest.get("concepts", {}).items()}
+    if not classes:
+        count = {c: len(list((Path(root) / "sketch" / c).glob("*.png"))) for c in splits}
+        best = sorted(count, key=lambda c: (-count[c], c))
+        classes = [c for c in best if splits[c] == "zero"][:4] + [c for c in best if splits[c] == "train"][:2]
+    rows = []
+    for cls in classes:
+        imgs = emojisketch.concept_images(root, cls)
+        cells = [(f"photo: {imgs['photo'][0][0]}", Image.open(imgs["photo"][0][1]))] if imgs["photo"] else []
+        cells += [(src, Image.open(p)) for src, p in imgs["sketch"]]
+        rows.append((f"{cls}\n({splits.get(cls, '?')})", cells))
+    plots.plot_contact_sheet(rows, save_to=out, dpi=110)  # 112 px images: more dpi only adds bytes
+    return Path(out)
 
 
 def _run_emojisketch(args: argparse.Namespace) -> int:
     root = emojisketch.ensure_emojisketch(args.root, args.variant, version=args.version)
     print(emojisketch.card(root))
+    if args.sheet:
+        print(f"contact sheet: {_contact_sheet(root, args.sheet, args.sheet_classes)}")
     if args.baseline:
         t0 = time.perf_counter()
         res = evaluate_frozen_backbone(root, max_per_split=64 if args.quick else None)

@@ -43,6 +43,7 @@ __all__ = [
     "plot_gap_bars",
     "plot_training_curves",
     "plot_retrieval_grid",
+    "plot_contact_sheet",
     "plot_per_class_ap",
     "plot_cid_mask_heatmap",
     "plot_ablations",
@@ -621,6 +622,40 @@ def plot_retrieval_grid(
             ax.set_yticks([])
             ax.grid(False)
     return _finish(fig, save_to)
+
+
+def plot_contact_sheet(
+    rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]],
+    *,
+    cell_size: float = 1.15,
+    save_to: str | os.PathLike | None = None,
+    dpi: int | None = None,
+):
+    """Images in labelled rows: ``rows = [(row label, [(caption, image), ...]), ...]`` (e.g. one concept per
+    row, its photo and every sketch style). Rows may differ in length; empty cells stay blank. Images as in
+    :func:`plot_retrieval_grid`."""
+    rows = [(label, list(cells)) for label, cells in rows]
+    if not rows or not any(cells for _, cells in rows):
+        raise ValueError("plot_contact_sheet: no images")
+    width = max(len(cells) for _, cells in rows)
+    with style_context():
+        fig = _new_figure((cell_size * width + 0.9, cell_size * len(rows) + 0.2))
+        axes = np.asarray(fig.subplots(len(rows), width, squeeze=False))
+        for r, (label, cells) in enumerate(rows):
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+            for j in range(width):
+                ax = axes[r, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if j < len(cells):
+                    caption, image = cells[j]
+                    ax.imshow(_to_hwc(image, None))
+                    ax.set_title(caption, fontsize="xx-small")
+                for side in ax.spines.values():
+                    side.set_visible(j < len(cells))
+                    side.set_edgecolor("#bbbbbb")
+    return _finish(fig, save_to, dpi)
 
 
 def plot_per_class_ap(

@@ -696,3 +696,7 @@ def test_tiny_v2_build_adds_sketches_by_split(tmp_path: Path) -> None:
 
     ds = get_dataset("emojisketch-v2", root, split="zero_multi", domain="sketch", verbose=False)
     assert len(ds) == len(lists[("zero_multi", "sketch")])
+    cls = (root / "splits" / "classes_train.txt").read_text().split()[0]
+    imgs = ek.concept_images(root, cls)
+    assert imgs["sketch"][0][0] == "openmoji" and imgs["sketch"][-1][0].startswith("hed-")
+    assert {src for src, _ in imgs["photo"]} <= photo_keys and len(imgs["photo"]) >= ek.MIN_PHOTOS

@@ -199,6 +199,22 @@ def test_retrieval_grid(tmp_path):
         plots.plot_retrieval_grid(queries, gallery, mask, k=9)
 
 
+def test_contact_sheet_rows_of_different_lengths(tmp_path):
+    from PIL import Image
+
+    red, gray = Image.new("RGB", (8, 8), (255, 0, 0)), np.full((8, 8), 0.5)
+    rows = [("cat", [("photo", red), ("openmoji", gray), ("tabler", gray)]), ("dog", [("photo", red)])]
+    fig = plots.plot_contact_sheet(rows, save_to=tmp_path / "sheet.png")
+    axes = np.asarray(fig.axes).reshape(2, 3)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["cat", "dog"]
+    assert [ax.get_title() for ax in axes[0]] == ["photo", "openmoji", "tabler"]
+    assert len(axes[1, 0].images) == 1 and not axes[1, 1].images and not axes[1, 2].images  # blank cells
+    assert np.allclose(axes[0, 0].images[0].get_array()[0, 0], [1, 0, 0])
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no images"):
+        plots.plot_contact_sheet([("cat", [])])
+
+
 def test_per_class_ap(tmp_path):
     ap = np.array([0.2, 0.4, 0.9, 0.1, 0.5])
     labels = np.array([0, 0, 1, 2, 2])

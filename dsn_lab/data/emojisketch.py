@@ -967,6 +967,33 @@ def ensure_emojisketch(
 # ---------------------------------------------------------------------------------------------------
 # the card
 # ---------------------------------------------------------------------------------------------------
+def image_source(path: Path | str) -> str:
+    """The set an EmojiSketch image comes from, from its file name: ``tabler_1F408.png`` -> ``tabler``,
+    ``hed-noto_1F408.png`` -> ``hed-noto`` (a HED pseudo-sketch of the Noto photo)."""
+    return Path(path).stem.rsplit("_", 1)[0]
+
+
+def concept_images(root: Path | str, cls: str) -> dict[str, list[tuple[str, Path]]]:
+    """``{"sketch": [(source, path)], "photo": [...]}`` of one concept: OpenMoji first, then the line-art sets
+    in table order, pseudo-sketches last; photos in the order of the colour sets."""
+    root = Path(root)
+    order = [SKETCH_PACKAGE.key, *(ls.key for ls in LINEART_SETS), *(p.key for p in PHOTO_PACKAGES)]
+
+    def rank(p: Path) -> tuple[int, str]:
+        src = image_source(p)
+        return (order.index(src) if src in order else len(order), src)
+
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for domain in ("sketch", "photo"):
+        folder = root / domain / cls
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} not found: {cls!r} is not a concept of the EmojiSketch at {root}."
+            )
+        out[domain] = [(image_source(p), p) for p in sorted(folder.glob("*.png"), key=rank)]
+    return out
+
+
 def _count_lines(p: Path) -> int:
     return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip()) if p.is_file() else 0
 
