@@ -11,8 +11,9 @@ and listed in ``manifest.json``, so nothing of a test class leaks into training.
 ``dsn_lab/resources/emojisketch.json``; the recipe hash covers them, so editing the file rebuilds the cache.
 
 Why this module is long: it is one recipe read top to bottom (candidate concepts, near-duplicates, matching
-the colour sets, the split, the build, the cache check); the npm fetching and rendering it needs live in
-:mod:`.emoji_sources`.
+the colour sets, the split, the build of v1 and v2, the cache check, the card); the npm fetching and rendering
+it needs live in :mod:`.emoji_sources`, v2's line art in :mod:`.emoji_lineart`, its pseudo-sketches in
+:mod:`.hed`.
 
 ``ensure_emojisketch()`` builds it on first use (file-locked, atomic) and returns its root;
 ``python -m dsn_lab emojisketch`` prints the card (and ``--baseline`` the frozen-ImageNet mAP).
