@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from dsn_lab._cache import cache_home
 from dsn_lab.data import hed
+from dsn_lab.data.emoji_sources import on_white
 from dsn_lab.data.fetch import ChecksumError
 
 try:
@@ -295,7 +296,11 @@ def test_hed_edges_format_and_input_kinds(h5_file):
     model = hed.load_hed_h5(h5_file)
     photos = [_square_photo(), _square_photo(80)]
     from_pil = hed.hed_edges(photos, model, size=48, batch_size=1, progress=False)
-    tensor = torch.from_numpy(np.stack([np.asarray(hed._on_white(p).resize((48, 48))) for p in photos]))
+    tensor = torch.from_numpy(
+        np.stack(
+            [np.asarray(on_white(p, max(p.size)).resize((48, 48), Image.Resampling.BICUBIC)) for p in photos]
+        )
+    )
     from_tensor = hed.hed_edges(
         tensor.permute(0, 3, 1, 2) / 255, model, size=48, batch_size=2, progress=False
     )

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from dsn_lab._atomic import atomic_path
 from dsn_lab._cache import cache_home
+from dsn_lab.data.emoji_sources import on_white
 from dsn_lab.data.fetch import ChecksumError, download, verify_file
 from dsn_lab.data.tables import PROSE, load_table
 
@@ -200,20 +201,11 @@ def _as_uint8_rgb(images: Sequence[Image.Image] | Tensor, size: int) -> np.ndarr
         return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = []
     for im in images:
-        im = _on_white(im)
+        im = on_white(im, max(im.size))  # transparent -> white, a square page (EmojiSketch's)
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BICUBIC)
         out.append(np.asarray(im))
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
-
-
-def _on_white(im: Image.Image) -> Image.Image:
-    """RGB; transparent pixels composited on white (EmojiSketch's background)."""
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    return im.convert("RGB")
 
 
 def hed_preprocess(rgb: np.ndarray) -> Tensor:
