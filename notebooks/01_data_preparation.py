@@ -8,22 +8,25 @@
 #
 # The course runs offline on **EmojiSketch**, a small benchmark built from emoji packages on npm: line-art
 # emoji (OpenMoji, black) are the sketches, independent colour emoji designs (Fluent 3D, Noto, Twemoji,
-# …) the photos; the ~110 concepts that are Sketchy classes are the unseen test classes. The paper's
-# benchmarks (Sketchy-Ext, TU-Berlin-Ext; QuickDraw-Ext as an extension) are used when they are on disk.
+# …) the photos; the 109 concepts that match a Sketchy class are the unseen test classes. The full set
+# (the card in the README, counted from the built data) has 711 concepts with one sketch each and 3,789
+# photos: 512 training concepts (2,688 photos), 90 training concepts held out for model selection (488
+# photos) and the 109 unseen ones (613 photos, about 6 per concept). The paper's benchmarks (Sketchy-Ext,
+# TU-Berlin-Ext; QuickDraw-Ext as an extension) are used when they are on disk.
 #
 # **What you should see**
 #
 # 1. EmojiSketch built (the `tiny` variant in seconds with `QUICK`, the full one in about a minute);
 # 2. a table of images and classes per split and domain;
 # 3. the unseen classes of every benchmark, and a check that no unseen class is a training class;
-# 4. sketches and photos of a few classes, and what one training batch looks like (with its augmented
-#    views);
+# 4. sketches and photos of a few classes, and what one training batch of the course looks like
+#    (class-aligned: each row a sketch and a photo of the same concept, with their augmented views);
 # 5. SAKE's WordNet `cid_mask` (class × ImageNet class similarity) as a heatmap, for Sketchy split 1 and
 #    for EmojiSketch.
 
 # %% tags=["parameters"]
 QUICK = True
-VARIANT = "tiny" if QUICK else "full"  # EmojiSketch size; full: "full" (~745 concepts, ~4,900 images)
+VARIANT = "tiny" if QUICK else "full"  # EmojiSketch size; full: "full" (711 concepts, 4,500 images)
 N_BROWSE = 6  # classes shown in the browser
 CID_ROWS = 30  # rows of the cid_mask heatmaps
 USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
@@ -210,26 +213,38 @@ picker = W.interact(
 # %% [markdown]
 # ## 5. What one training step sees
 #
-# DSN's batches pair sketches and photos (Sketchy: 32 + 64; here a few), each with two extra augmented
-# views for the contrastive loss: horizontal flip, colour jitter (p 0.8), grayscale (p 0.2), on top of
-# the released random affine. `PairedLoader` (in `dsn_lab.data.batching`) builds them, seeded. Sketches
-# and photos are drawn independently (the released code zips a sketch loader and a photo loader), so a
-# row's sketch and photo are usually of different classes; the labels tie them together in the losses.
+# DSN's batches pair sketches and photos (Sketchy: 32 + 64; the `emoji-*` presets: 16 + 32; here 4 + 4),
+# each with two extra augmented views for the contrastive loss: horizontal flip, colour jitter (p 0.8),
+# grayscale (p 0.2), on top of the released random affine. `PairedLoader` (in `dsn_lab.data.batching`)
+# builds them, seeded; `paired_loader_from_config` takes the batch composition from a preset.
+#
+# **Which sampler.** The released code draws sketches and photos independently (it zips a sketch loader
+# and a photo loader: `batch_sampler="random"`, what the paper presets keep). With Sketchy's 100 classes
+# and 64 photos per step, a sketch finds a photo of its class in the batch about half the time
+# ($1 - 0.99^{64} \approx 0.47$); with EmojiSketch's 512 training concepts and 32 photos, about 6% of the
+# time ($1 - (511/512)^{32} \approx 0.06$), so SupCon and the memory bank would see almost no sketch–photo
+# positive. The course's `emoji-*` presets therefore train with
+# `batch_sampler="class_aligned"`: every step takes S distinct concepts and, for each, one sketch and
+# P/S photos of the same concept. The cell below builds the loader from the `emoji-demo` preset (only
+# the batch is made smaller), so with 4 + 4 row *i*'s sketch and photo are the same concept.
 
 # %%
-from dsn_lab.data.batching import PairedLoader
+from dsn_lab.config import get_preset
+from dsn_lab.data.batching import paired_loader_from_config
 from dsn_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-loader = PairedLoader(
+course_cfg = get_preset("emoji-demo")  # the sampler the course trains with
+loader = paired_loader_from_config(
+    course_cfg,
     datasets["train", "sketch"],
     datasets["train", "photo"],
     sketches_per_batch=4,
     photos_per_batch=4,
-    augment_views=2,
     image_size=96,
     seed=0,
 )
 batch = next(iter(loader))
+print("batch_sampler:", loader.batch_sampler)
 print(
     {
         k: (tuple(v.shape) if hasattr(v, "shape") else f"{len(v)} x {tuple(v[0].shape)}")

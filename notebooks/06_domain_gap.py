@@ -16,6 +16,9 @@
 # | sketch intra-class dispersion (DSN's second claim) | down |
 # | share of sketches whose nearest photo has their class | up |
 #
+# EmojiSketch (v1) has one sketch per concept, so the sketch dispersion is undefined there (NaN, no
+# panel): DSN's second claim needs several sketches per class (Sketchy, TU-Berlin, EmojiSketch v2).
+#
 # **What you should see**: two training runs — the baseline (CE + KD, i.e. SAKE) and full DSN — with the
 # measures recorded every epoch by a training callback; the measures before and after as bars; t-SNE and
 # UMAP maps before and after, coloured by domain and by class. With `QUICK` the runs are tiny, so the
