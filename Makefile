@@ -37,6 +37,7 @@ demo-quick: install
 # Regenerates the demo figures committed in figures/ (the README shows them); `make demo` writes its own into
 # its run folder and leaves figures/ alone.
 figures: install
+	$(PY) -c "from dsn_lab.plots import plot_architecture; plot_architecture(save_to='figures/dsn_architecture.png')"
 	$(PY) -m dsn_lab demo --baseline --figures-dir figures
 
 test: install sysdeps

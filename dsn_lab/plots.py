@@ -28,11 +28,14 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dsn_lab._atomic import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dsn_lab.config import DSNConfig
 
 __all__ = [
     "use_style",
@@ -47,6 +50,7 @@ __all__ = [
     "plot_per_class_ap",
     "plot_cid_mask_heatmap",
     "plot_ablations",
+    "plot_architecture",
 ]
 
 DOMAIN_NAMES = ("sketch", "photo")
@@ -315,6 +319,7 @@ def plot_gap_measures(
     hue: str | None = None,
     prefix: str = "gap/",
     ncols: int = 3,
+    errorbar: Any = None,
     save_to: str | os.PathLike | None = None,
 ):
     """The domain-gap measures over training, one panel per measure (their scales differ).
@@ -323,7 +328,8 @@ def plot_gap_measures(
     :class:`dsn_lab.analysis.DomainGapCallback` writes) or bare measure columns. Rows without a value for a
     measure are skipped (histories mix per-step and per-epoch rows). ``hue`` names a column that separates
     runs (e.g. "method" with values "baseline" / "DSN") to draw one line per run. The classifier panel has
-    a dashed line at 0.5 (no gap).
+    a dashed line at 0.5 (no gap). Several rows per ``(x, hue)`` (e.g. seeds) are averaged; ``errorbar="sd"``
+    shades their standard deviation (seaborn's ``errorbar``; default: no band).
     """
     import seaborn as sns
 
@@ -347,7 +353,7 @@ def plot_gap_measures(
                 hue=hue,
                 marker="o",
                 ax=ax,
-                errorbar=None,
+                errorbar=errorbar,
                 legend=bool(hue) and ax is axes[0],
             )
             if m == "domain_classifier_acc":
@@ -813,4 +819,288 @@ def plot_ablations(
         ax.set_xlim(0, max(float(np.nanmax(means + stds)) * 1.18, 1e-3))
         ax.set_xlabel(xlabel or f"{metric} on the unseen classes")
         ax.set_title(title, fontsize="medium")
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# architecture
+# ---------------------------------------------------------------------------------------------------
+#: Pooled feature width of each backbone (dsn_lab.model.build_backbone; a test keeps them equal).
+ARCH_FEATURE_DIMS = {
+    "cse_resnet50": 2048,
+    "efficientnet_lite0": 1280,
+    "efficientnet_lite2": 1280,
+    "resnet18": 512,
+}
+_ARCH_COLORS = {
+    "sketch": _DOMAIN_COLORS["sketch"],
+    "photo": _DOMAIN_COLORS["photo"],
+    "views": "#6a4c93",  # the augmented views (both domains)
+    "both": "#3d3d3d",  # the un-augmented sketches and photos together
+    "teacher": "#8d8d8d",
+    "loss": "#edae49",
+}
+
+
+def _arch_backbone_text(cfg: DSNConfig | None) -> str:
+    """The backbone box: how the domain flag enters (model.py: CSE in every SE block, else FiLM)."""
+    head = "backbone\n+ domain flag d\n\n"
+    if cfg is None:
+        return head + "CSE-ResNet50:\nd in every SE block\n(paper)\n\nLite0 + FiLM(d)\n(CPU course)"
+    if cfg.backbone == "cse_resnet50":
+        return head + "CSE-ResNet50:\nd in every\nSE block"
+    names = {
+        "efficientnet_lite0": "EfficientNet-Lite0",
+        "efficientnet_lite2": "EfficientNet-Lite2",
+        "resnet18": "ResNet-18",
+    }
+    return head + f"{names.get(cfg.backbone, cfg.backbone)}\n+ FiLM(d) on the\npooled feature"
+
+
+def _arch_loss_state(cfg: DSNConfig | None) -> dict[str, str]:
+    """Per loss: "" (on), or why it is off / what differs under ``cfg``."""
+    state = {"ce": "", "kd": "", "contrastive": "", "memory": ""}
+    if cfg is None:
+        return state
+    if not cfg.use_kd or cfg.w_kd == 0:
+        state["kd"] = "off"
+    elif not cfg.teacher or not cfg.pretrained:
+        state["kd"] = "off: no teacher"
+    if not cfg.use_contrastive or cfg.w_contrastive == 0:
+        state["contrastive"] = "off"
+    if not cfg.use_memory or cfg.w_memory == 0:
+        state["memory"] = "off"
+    elif not cfg.quirk("memory_grad"):
+        state["memory"] = "no gradient (released)"
+    return state
+
+
+def plot_architecture(save_to: str | os.PathLike | None = None, *, cfg: DSNConfig | None = None):
+    """The DSN forward pass and where each loss attaches, as :func:`dsn_lab.step.dsn_step` computes them.
+
+    One forward over the un-augmented sketches (flag d = 0) and photos (d = 1) and their augmented views:
+    backbone -> pooled feature -> hashing layer -> code -> classifier and KD head. CE reads the class logits
+    of the un-augmented images; KD the KD logits of the un-augmented photos against the frozen teacher;
+    SupCon the L2-normalised codes of the augmented views; the memory term the pooled features (sketches
+    update the bank, photos are pulled to their class centre). Each loss box names its weight (``w_*``)
+    and the function that computes it. ``cfg`` (a :class:`dsn_lab.config.DSNConfig`) adds its shapes,
+    weights, backbone and classifier, and marks switched-off terms.
+    """
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    col = _ARCH_COLORS
+    X_LOSS = 80.5  # left edge of the loss boxes
+    state = _arch_loss_state(cfg)
+    if cfg is not None:
+        fdim = ARCH_FEATURE_DIMS.get(cfg.backbone, "F")
+        size = f"3×{cfg.image_size}×{cfg.image_size}"
+        views = cfg.augment_views
+        feat, code, mem = f"[N, {fdim}]", f"[N, {cfg.hashing_dim}]", f"C × {cfg.memory_slots} × {fdim}"
+        clf = (
+            "linear\nclassifier"
+            if cfg.classifier_scale is None
+            else f"cosine\nclassifier ×{cfg.classifier_scale:g}"
+        )
+        supcon_in = (
+            "L2-normalise" if cfg.contrastive_dim is None else f"projection\n→ {cfg.contrastive_dim}, L2"
+        )
+        kd_rows = "photos" if cfg.kd_domains == "photo" else "all"
+    else:
+        size, views = "", 2
+        feat, code, mem = "[N, F]", "[N, hashing_dim]", "C × memory_slots × F"
+        clf, supcon_in, kd_rows = "classifier\n(linear / cosine)", "L2-normalise", "photos"
+
+    def weight(name: str) -> str:
+        return name if cfg is None else f"{name} = {getattr(cfg, name):g}"
+
+    with style_context():
+        fig = _new_figure((9.0, 5.6))
+        ax = fig.subplots()
+        ax.set_xlim(0, 100)
+        ax.set_ylim(-3, 66)
+        ax.axis("off")
+
+        # a 100-unit-wide canvas: boxes and arrow routes share its units, so every arrow ends on a box edge
+        def box(x0, y0, x1, y1, text, face, edge="#333333", *, fs=8.0, ls="-"):
+            ax.add_patch(
+                FancyBboxPatch(
+                    (x0, y0),
+                    x1 - x0,
+                    y1 - y0,
+                    boxstyle="round,pad=0,rounding_size=0.8",
+                    facecolor=face,
+                    edgecolor=edge,
+                    linewidth=1.0,
+                    linestyle=ls,
+                )
+            )
+            if text:
+                ax.text(
+                    (x0 + x1) / 2,
+                    (y0 + y1) / 2,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=fs,
+                    linespacing=1.15,
+                )
+
+        def path(points, color, *, lw=1.4, ls="-", label=None, label_at=0, dy=0.9, label_x=None):
+            xs, ys = zip(*points)
+            if len(points) > 2:
+                ax.plot(xs[:-1], ys[:-1], color=color, lw=lw, ls=ls, solid_capstyle="butt")
+            ax.annotate(
+                "",
+                xy=points[-1],
+                xytext=points[-2],
+                arrowprops=dict(
+                    arrowstyle="-|>,head_length=0.5,head_width=0.25",
+                    color=color,
+                    lw=lw,
+                    ls=ls,
+                    shrinkA=0,
+                    shrinkB=0,
+                ),
+            )
+            if label:
+                (xa, ya), (xb, yb) = points[label_at], points[label_at + 1]
+                x = (xa + xb) / 2 if label_x is None else label_x
+                ax.text(
+                    x,
+                    (ya + yb) / 2 + dy,
+                    label,
+                    ha="center" if label_x is None else "left",
+                    va="bottom",
+                    fontsize=6.8,
+                    color=color,
+                    style="italic",
+                )
+
+        def loss(yc, key, name, field, func):
+            note = state[key]
+            off = note.startswith("off")
+            lines = [f"× {weight(field)}", func] + ([note] if note else [])
+            h = 1.85 * (len(lines) + 1) + 1.6  # one text line is ~1.8 units high
+            box(
+                X_LOSS,
+                yc - h / 2,
+                99.5,
+                yc + h / 2,
+                "",
+                "#eeeeee" if off else col["loss"],
+                edge="#999999" if off else "#8a5a00",
+            )
+            xc = (X_LOSS + 99.5) / 2
+            ax.text(xc, yc + h / 2 - 0.8, name, ha="center", va="top", fontsize=8, fontweight="bold")
+            ax.text(
+                xc, yc + h / 2 - 2.8, "\n".join(lines), ha="center", va="top", fontsize=7.4, linespacing=1.2
+            )
+            return yc - h / 2, yc + h / 2
+
+        # inputs: the un-augmented sketches and photos, and the augmented views of both
+        box(0.5, 29.5, 15, 49.5, "", "none", edge="#555555", ls=(0, (3, 2)))
+        ax.text(
+            7.75, 47.6, "un-augmented" + (f"\n{size}" if size else ""), ha="center", va="center", fontsize=7
+        )
+        box(1.5, 38.5, 14, 44.5, "sketches\nd = 0", "#f6d5da", edge=col["sketch"])
+        box(1.5, 31, 14, 37, "photos\nd = 1", "#cfe8eb", edge=col["photo"])
+        box(
+            0.5,
+            16,
+            15,
+            26,
+            f"{views} augmented\nviews of each\n(sketch + photo)",
+            "#e4dcef",
+            edge=col["views"],
+        )
+
+        # the student: one forward over all of them
+        box(18, 16, 32, 50, _arch_backbone_text(cfg), "#dde6f3", fs=7.4)
+        path([(14, 41.5), (18, 41.5)], col["sketch"])
+        path([(14, 34), (18, 34)], col["photo"])
+        path([(15, 21), (18, 21)], col["views"])
+        box(35, 34, 44.5, 44, f"pooled\nfeature f\n{feat}", "#dde6f3", fs=7.4)
+        path([(32, 39), (35, 39)], col["both"])
+        box(47.5, 33, 59.5, 45, f"hashing\nlayer\n→ code\n{code}", "#dde6f3", fs=7.4)
+        path([(44.5, 39), (47.5, 39)], col["both"])
+
+        # heads on the code
+        box(63, 36, 74.5, 42, clf, "#dde6f3", fs=7.4)
+        box(63, 46, 74.5, 52, "KD head\n→ 1000", "#dde6f3", fs=7.4)
+        box(63, 23, 74.5, 29, supcon_in, "#dde6f3", fs=7.4)
+        path([(59.5, 39), (63, 39)], col["both"])
+        path([(53.5, 45), (53.5, 49), (63, 49)], col["both"])
+        path([(53.5, 33), (53.5, 26), (63, 26)], col["views"], label="views", label_at=1, dy=0.4)
+
+        # the frozen teacher on the un-augmented images
+        x_mid = (X_LOSS + 99.5) / 2
+        box(56, 56, 77, 63, "frozen ImageNet teacher\n(eval, no gradient)", "#e6e6e6", edge=col["teacher"])
+        path(
+            [(7.75, 49.5), (7.75, 59.5), (56, 59.5)], col["teacher"], label="un-augmented images", label_at=1
+        )
+
+        # the losses
+        kd_box = loss(49, "kd", "KD (SAKE)", "w_kd", "sake_kd_loss + cid_mask")
+        loss(39, "ce", "CE", "w_ce", "F.cross_entropy")
+        loss(26, "contrastive", "SupCon", "w_contrastive", "SupConLoss")
+        mem_box = loss(11, "memory", "memory", "w_memory", "SketchMemory.loss")
+        path([(77, 59.5), (x_mid, 59.5), (x_mid, kd_box[1])], col["teacher"], label="logits", label_at=0)
+        kd_col = col["photo"] if kd_rows == "photos" else col["both"]
+        path([(74.5, 49), (X_LOSS, 49)], kd_col, label=kd_rows)
+        path([(74.5, 39), (X_LOSS, 39)], col["both"], label="un-aug.")
+        path([(74.5, 26), (X_LOSS, 26)], col["views"])
+
+        # the memory bank: un-augmented sketch features update it, photo features are pulled to its centres
+        box(
+            54,
+            7,
+            73,
+            15,
+            f"sketch memory bank\n(updated every step)\n{mem}",
+            "#f6d5da",
+            edge=col["sketch"],
+            fs=7.4,
+        )
+        path(
+            [(38, 34), (38, 11), (54, 11)],
+            col["sketch"],
+            label="sketch f, un-aug.",
+            label_at=1,
+            dy=0.4,
+            label_x=42.8,
+        )
+        mem_ls = "--" if state["memory"] == "no gradient (released)" else "-"
+        path(
+            [(42, 34), (42, 2), (x_mid, 2), (x_mid, mem_box[0])],
+            col["photo"],
+            ls=mem_ls,
+            label="photo f, un-aug.",
+            label_at=1,
+            dy=0.4,
+            label_x=42.8,
+        )
+        path([(73, 11), (X_LOSS, 11)], col["sketch"], label="class centre")
+        # the batch's photos also enter the update: the reference deciding which sketches a full class keeps
+        path([(63.5, 2), (63.5, 7)], col["photo"], lw=1.1)
+        ax.text(
+            64.2, 4.1, "reference", ha="left", va="center", fontsize=6.8, color=col["photo"], style="italic"
+        )
+
+        ax.text(
+            50,
+            -2.5,
+            "total = w_ce·CE + w_kd·KD + w_contrastive·SupCon + w_memory·memory   (dsn_lab.step.dsn_step)",
+            ha="center",
+            va="bottom",
+            fontsize=7.6,
+        )
+        handles = [
+            Patch(facecolor="#f6d5da", edgecolor=col["sketch"], label="sketch"),
+            Patch(facecolor="#cfe8eb", edgecolor=col["photo"], label="photo"),
+            Patch(facecolor="#e4dcef", edgecolor=col["views"], label="augmented views"),
+            Patch(facecolor="#e6e6e6", edgecolor=col["teacher"], label="frozen teacher"),
+            Patch(facecolor=col["loss"], edgecolor="#8a5a00", label="loss (weight · function)"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False, fontsize=7.6)
+        ax.set_title("DSN: one forward pass, four losses", fontsize="medium")
     return _finish(fig, save_to)

@@ -5,9 +5,11 @@
 #
 # DSN = a **CSE-ResNet50** backbone (SE-ResNet50 whose squeeze-and-excitation gates also see a
 # *domain flag*: 0 sketch, 1 photo), a **hashing layer** (2048 → d, the retrieval code), a classifier and
-# an ImageNet **knowledge-distillation head**; trained with
+# an ImageNet **knowledge-distillation head**; trained with the paper's weights
 #
-# $$\mathcal{L} = \mathcal{L}_{CE} + 1.0\,\mathcal{L}_{KD} + 0.1\,\mathcal{L}_{SupCon} + 1.0\,\mathcal{L}_{mem}.$$
+# $$\mathcal{L} = \mathcal{L}_{CE} + 1.0\,\mathcal{L}_{KD} + 0.1\,\mathcal{L}_{SupCon} + 1.0\,\mathcal{L}_{mem}$$
+#
+# (the course's CPU presets, `emoji-*`, raise the SupCon weight to 1.0: notebook 05).
 #
 # **What you should see**
 #
@@ -58,6 +60,23 @@ import torch
 from dsn_lab.course import pick_device
 
 DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 threads
+
+# %% [markdown]
+# ### The map: one forward pass, four losses
+#
+# Before the pieces, where they sit. One forward pass runs over the un-augmented sketches (flag $d = 0$),
+# the photos ($d = 1$) and two augmented views of each; each loss reads a different output of it: CE the
+# class logits of the un-augmented images, KD the KD-head logits of the photos against the frozen ImageNet
+# teacher, SupCon the L2-normalised codes of the augmented views, the memory term the pooled features.
+# Each orange box names its config weight (`w_*`) and the function that computes it; the sections below
+# open them one at a time. Drawn by the package from this notebook's config
+# (`figures/dsn_architecture.png` is the same figure without one).
+
+# %%
+from dsn_lab.config import get_preset
+from dsn_lab.plots import plot_architecture
+
+plot_architecture(cfg=get_preset("sketchy-s1-released", hashing_dim=HASHING_DIM, image_size=IMAGE_SIZE))
 
 # %% [markdown]
 # ## 1. CSE-ResNet50: a domain flag inside every SE block
@@ -231,8 +250,9 @@ print(
 #   $1-\cos$(photo feature, sketch centre of its class), detached in the released code (`memory_grad`).
 #
 # The total is $\mathcal{L}_{CE} + w_{kd}\mathcal{L}_{KD} + w_{con}\mathcal{L}_{SupCon} +
-# w_{mem}\mathcal{L}_{mem}$ with the config's weights `w_kd = 1.0`, `w_contrastive = 0.1`,
-# `w_memory = 1.0`. The source of the step:
+# w_{mem}\mathcal{L}_{mem}$ with the config's weights, by default the paper's `w_kd = 1.0`,
+# `w_contrastive = 0.1`, `w_memory = 1.0` (the `emoji-*` presets: `w_contrastive = 1.0`). The source of
+# the step:
 
 # %%
 import inspect

@@ -282,3 +282,55 @@ def test_ablations_from_rows_and_from_a_table(tmp_path):
         plots.plot_ablations(rows, metric="mAP@200")
     with pytest.raises(KeyError, match="'run'"):
         plots.plot_ablations(pd.DataFrame({"x": [1.0]}))
+
+
+def _figure_texts(fig):
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text)]
+
+
+def test_architecture_names_each_loss_its_weight_and_function(tmp_path):
+    from dsn_lab import losses, memory, step
+
+    fig = plots.plot_architecture(save_to=tmp_path / "arch.png")
+    assert isinstance(fig, Figure)
+    assert_png(tmp_path / "arch.png")
+    texts = _figure_texts(fig)
+    assert {"CE", "KD (SAKE)", "SupCon", "memory"} <= set(texts)  # the loss boxes' titles
+    joined = "\n".join(texts)
+    for field in ("w_ce", "w_kd", "w_contrastive", "w_memory"):
+        assert f"× {field}" in joined
+    for func in (
+        "F.cross_entropy",
+        "sake_kd_loss",
+        "SupConLoss",
+        "SketchMemory.loss",
+        "dsn_lab.step.dsn_step",
+    ):
+        assert func in joined
+    # the names the figure prints are the package's
+    assert callable(losses.sake_kd_loss) and callable(losses.SupConLoss.forward)
+    assert callable(memory.SketchMemory.loss) and callable(step.dsn_step)
+    assert set(step.TERMS) == {"ce", "kd", "contrastive", "memory"}
+
+
+def test_architecture_with_a_config_shows_its_shapes_weights_and_switches():
+    from dsn_lab.config import get_preset
+
+    cfg = get_preset("emoji-demo").replace(hashing_dim=96, memory_slots=7, image_size=80, use_kd=False)
+    joined = "\n".join(_figure_texts(plots.plot_architecture(cfg=cfg)))
+    assert "[N, 96]" in joined and "[N, 1280]" in joined  # code size, Lite0 pooled feature
+    assert "C × 7 × 1280" in joined and "3×80×80" in joined
+    assert f"w_contrastive = {cfg.w_contrastive:g}" in joined and "cosine" in joined
+    assert "EfficientNet-Lite0" in joined and "off" in joined  # KD switched off
+    released = "\n".join(_figure_texts(plots.plot_architecture(cfg=get_preset("sketchy-s1-released"))))
+    assert "no gradient (released)" in released and "[N, 2048]" in released and "off" not in released
+
+
+def test_architecture_feature_widths_match_the_backbones():
+    from dsn_lab.model import BACKBONES, build_backbone
+
+    assert set(plots.ARCH_FEATURE_DIMS) == set(BACKBONES)
+    for name in BACKBONES:
+        assert build_backbone(name, pretrained=False)[0].feature_dim == plots.ARCH_FEATURE_DIMS[name], name
