@@ -95,7 +95,8 @@ class Workspace:
         return self.figures / (f"{name}-quick.png" if self.quick else f"{name}.png")
 
     def run_dir(self, name: str) -> Path:
-        """The run folder of ``name`` (a preset name): notebook 03 trains into it, 04 and 07 read it."""
+        """``<runs>/<name>``, a run folder named by hand. The course notebooks name theirs after the
+        configuration instead (:func:`dsn_lab.course.run_folder`), so that they share one run per config."""
         if not name or any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
             raise ValueError(f"run name {name!r} must be a plain folder name, e.g. a preset name.")
         return self.runs / name

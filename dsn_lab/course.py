@@ -6,6 +6,8 @@
 - :func:`train_live`: :func:`dsn_lab.train.train` with loss curves redrawn in the notebook while it runs;
 - :func:`train_until_killed`: a training process killed after its first checkpoint (a Colab disconnect, for
   notebook 03 to resume from);
+- :func:`run_folder` and :func:`ensure_run`: one run per configuration, shared by the notebooks: the folder
+  is named after the configuration, so whichever notebook asks first trains it and the others reuse it;
 - :func:`run_ablations` and :func:`ablation_table`: a ladder of config changes, each trained, evaluated on the
   unseen classes with :func:`dsn_lab.embed.evaluate_checkpoint`, and summarised over seeds (notebook 05;
   :func:`dsn_lab.plots.plot_ablations` draws it);
@@ -16,8 +18,9 @@ This module sits at the top of the package, beside ``cli`` and ``demo``: nothing
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -32,10 +35,12 @@ from tqdm.auto import tqdm
 
 from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
-from dsn_lab.checkpoint import LAST_NAME, load_checkpoint
+from dsn_lab.analysis import DomainGapCallback
+from dsn_lab.checkpoint import LAST_NAME, RESUME_IGNORED_FIELDS, checkpoint_config, load_checkpoint
 from dsn_lab.config import DSNConfig, get_preset
-from dsn_lab.data import EMOJISKETCH_VERSIONS, is_emojisketch
+from dsn_lab.data import EMOJISKETCH_VERSIONS, get_dataset, is_emojisketch
 from dsn_lab.data.emojisketch import ensure_emojisketch
+from dsn_lab.data.transforms import eval_transform
 from dsn_lab.embed import PAPER_RESULTS, evaluate_checkpoint
 from dsn_lab.train import HISTORY_JSON, Callback, TrainResult, load_history, train
 
@@ -231,15 +236,128 @@ def train_until_killed(
 
 
 # ---------------------------------------------------------------------------------------------------
+# one run per configuration, shared by the notebooks
+# ---------------------------------------------------------------------------------------------------
+#: Images per domain the domain gap is measured on at each epoch end of a course run (notebook 06 reads it).
+GAP_SAMPLES = 500
+
+
+def run_folder(cfg: DSNConfig, runs_dir: str | os.PathLike[str]) -> Path:
+    """The run folder of ``cfg`` in ``runs_dir``: ``<preset>-<losses>-seed<seed>-<key>``.
+
+    ``key`` is a digest of the fields that make the run what it is: those that differ from the
+    :class:`~dsn_lab.config.DSNConfig` defaults, less the ones a resume also ignores (output folder, logging
+    and checkpoint intervals, ...), plus the name of the data folder (EmojiSketch ``-tiny`` or full). So the
+    same configuration gets the same folder whichever notebook asks, and any other change gets a new one
+    instead of a clash with a finished run. ``losses`` (``dsn``, ``ce-kd``, ``ce-kd-supcon``,
+    ``ce-kd-memory``) only makes the name readable.
+    """
+    changed = {k: mine for k, (mine, _) in cfg.diff(DSNConfig(), ignore=RESUME_IGNORED_FIELDS).items()}
+    changed["data folder"] = Path(cfg.data_root).name
+    key = hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if cfg.use_contrastive and cfg.use_memory:
+        losses = "dsn"
+    else:
+        losses = "-".join(
+            ["ce-kd", *(["supcon"] if cfg.use_contrastive else []), *(["memory"] if cfg.use_memory else [])]
+        )
+    return Path(runs_dir).expanduser() / f"{cfg.preset or 'custom'}-{losses}-seed{cfg.seed}-{key}"
+
+
+def gap_recorder(cfg: DSNConfig, max_samples: int = GAP_SAMPLES) -> DomainGapCallback:
+    """The training callback of every :func:`ensure_run`: the domain gap of the unseen classes
+    (:class:`~dsn_lab.analysis.DomainGapCallback`, ``gap/...`` history columns) at each epoch end, on a fixed,
+    seeded subset of ``max_samples`` images per domain. Recorded whichever notebook trains the run, so
+    notebook 06 finds the curves in a run notebook 03 or 05 trained; call it on a model for its row."""
+    tf = eval_transform(cfg.image_size)
+    data = {
+        domain: get_dataset(
+            cfg.dataset, cfg.data_root, split="zero", domain=domain, transform=tf, verbose=False
+        )
+        for domain in ("sketch", "photo")
+    }
+    return DomainGapCallback(data["sketch"], data["photo"], max_samples=max_samples, seed=0)
+
+
+def _finished(folder: Path) -> bool:
+    """True when ``folder/last.pt`` is the checkpoint of a run that completed (nothing left to train)."""
+    last = folder / LAST_NAME
+    if not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    return bool(ckpt["position"].get("finished")) and str(ckpt.get("stopped", "completed")) == "completed"
+
+
+def _use_checkpoint(cfg: DSNConfig, checkpoint: str | os.PathLike[str], device: Any) -> TrainResult:
+    """The finished run that ``checkpoint`` (a run folder, or a ``.pt`` file in one) belongs to; a file
+    given is the one the result points at as its best checkpoint. Trains nothing."""
+    path = Path(checkpoint).expanduser()
+    folder = path if path.is_dir() else path.parent
+    if not path.exists() or not (folder / LAST_NAME).is_file():
+        raise FileNotFoundError(
+            f"CHECKPOINT = {str(checkpoint)!r}: no run there (expected a run folder with {LAST_NAME}, or a "
+            ".pt file inside one). Fix: set CHECKPOINT to such a path, or to None to use the shared run."
+        )
+    if not _finished(folder):
+        raise RuntimeError(
+            f"CHECKPOINT = {str(checkpoint)!r}: the run in {folder} is not finished. Fix: finish it (train "
+            "its config with resume=True, e.g. in notebook 03), or set CHECKPOINT = None."
+        )
+    saved = checkpoint_config(load_checkpoint(folder / LAST_NAME))
+    # its own config (another machine's data path replaced by this one's): a finished run returns at once
+    result = train(
+        saved.replace(output_dir=str(folder), data_root=cfg.data_root),
+        resume=True,
+        device=device,
+        verbose=False,
+    )
+    if path.is_file():
+        result.best_checkpoint = path
+    return result
+
+
+def ensure_run(
+    cfg: DSNConfig,
+    runs_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    live: bool = False,
+    refresh_s: float = 5.0,
+    save_to: str | os.PathLike[str] | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """The finished run of ``cfg``: trained only when :func:`run_folder` has none yet.
+
+    A finished run is returned without training (``train(..., resume=True)`` returns at once); a run a
+    disconnect cut off is finished; a missing one is trained, with :func:`gap_recorder` at each epoch end and,
+    with ``live=True``, the curves of :func:`train_live` (``refresh_s``, ``save_to``). ``checkpoint``: use
+    that run instead (a run folder or a ``.pt`` file in one, e.g. a full run on Drive); nothing is trained,
+    and ``cfg`` only supplies this machine's data path.
+    """
+    if checkpoint is not None:
+        result = _use_checkpoint(cfg, checkpoint, device)
+        if verbose:
+            print(f"using the run given as CHECKPOINT: {result.output_dir} (nothing trained)")
+        return result
+    folder = run_folder(cfg, runs_dir)
+    cfg = cfg.replace(output_dir=str(folder))
+    if _finished(folder):
+        if verbose:
+            print(f"reusing the finished run {folder} (nothing trained)")
+        return train(cfg, resume=True, device=device, verbose=False)
+    if verbose:
+        state = "continuing the unfinished" if (folder / LAST_NAME).is_file() else "training the missing"
+        print(f"{state} run {folder}", flush=True)
+    callbacks = [gap_recorder(cfg)]
+    if live:
+        return train_live(cfg, device=device, refresh_s=refresh_s, callbacks=callbacks, save_to=save_to)
+    return train(cfg, resume=True, device=device, callbacks=callbacks, verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------------
 # ablations
 # ---------------------------------------------------------------------------------------------------
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    if not slug:
-        raise ValueError(f"ablation name {name!r} has no letter or digit to name its run folder")
-    return slug
-
-
 def run_ablations(
     base: DSNConfig,
     ablations: Mapping[str, Mapping[str, Any]],
@@ -252,26 +370,20 @@ def run_ablations(
     """Train every ``(name, config changes)`` of ``ablations`` on top of ``base`` for every seed and score
     it on the unseen classes; one row per run: ``run, seed, mAP@all, P@100, train seconds, checkpoint``.
 
-    Run ``name``/``seed`` goes to ``<runs_dir>/ablation-<name as a slug>-seed<seed>`` and is trained with
-    ``resume=True``, so a finished run is only evaluated again and a cut-off ladder continues where it
-    stopped. Each run is scored with :func:`~dsn_lab.embed.evaluate_checkpoint` on its best checkpoint (the
-    last one when the run selects none): real-valued codes, the default protocol.
+    Each run is :func:`ensure_run`'s: its folder in ``runs_dir`` is named after its configuration
+    (:func:`run_folder`), so a run another notebook trained (notebook 03's full DSN, 06's baseline) is only
+    evaluated, and so is a finished row of an earlier call; a cut-off ladder continues where it stopped.
+    Each run is scored with :func:`~dsn_lab.embed.evaluate_checkpoint` on its best checkpoint (the last one
+    when the run selects none): real-valued codes, the default protocol.
     """
     if not ablations or not seeds:
         raise ValueError("run_ablations needs at least one ablation and one seed")
-    slugs = {name: _slug(name) for name in ablations}
-    clash = sorted(n for n in slugs if list(slugs.values()).count(slugs[n]) > 1)
-    if clash:
-        raise ValueError(f"ablation names {clash} map to the same run folder: rename one of them")
-    runs_dir = Path(runs_dir).expanduser()
     plan = [(name, seed) for name in ablations for seed in seeds]
     rows = []
     for name, seed in tqdm(plan, desc="ablations", unit="run", disable=not verbose):
-        cfg = base.replace(
-            seed=seed, output_dir=str(runs_dir / f"ablation-{slugs[name]}-seed{seed}"), **ablations[name]
-        )
+        cfg = base.replace(seed=seed, **ablations[name])
         t0 = time.perf_counter()
-        result = train(cfg, resume=True, device=device, verbose=False)
+        result = ensure_run(cfg, runs_dir, device=device, verbose=False)
         seconds = time.perf_counter() - t0
         checkpoint = result.best_checkpoint or result.final_checkpoint
         scores = evaluate_checkpoint(checkpoint, device=device, binary=False, progress=False)["real"]
@@ -286,7 +398,7 @@ def run_ablations(
         )
         if verbose:
             shown = "  ".join(f"{m} {scores[m]:.4f}" for m in ABLATION_METRICS)
-            tqdm.write(f"{name:28s} seed {seed}: {shown}  ({seconds:.0f} s)")
+            tqdm.write(f"{name:28s} seed {seed}: {shown}  ({seconds:.0f} s, {result.output_dir.name})")
     return pd.DataFrame(rows)
 
 

@@ -166,7 +166,7 @@ print("installed:", how)
 # | what | Colab with `USE_DRIVE = True` | everywhere else |
 # |---|---|---|
 # | datasets | the local disk (`~/.cache/dsn_lab`, or `$DSN_LAB_DATA`) | the same |
-# | checkpoints, histories | `DRIVE_DIR/runs/<preset>` on Google Drive | `runs/<preset>` in the clone |
+# | checkpoints, histories | `DRIVE_DIR/runs/<run>` on Google Drive | `runs/<run>` in the clone |
 # | figures | `DRIVE_DIR/figures` | `figures/` in the clone |
 #
 # Outside a clone (a notebook downloaded on its own), `runs/` and `figures/` are made in the working
@@ -174,8 +174,10 @@ print("installed:", how)
 #
 # On Colab the local disk is wiped when the runtime disconnects, and every notebook gets a runtime of
 # its own. With `USE_DRIVE = True` (parameters cell; Colab asks once for permission to mount Drive)
-# runs live on Drive: notebook 03's training continues after a disconnect, and notebooks 04 and 07
-# find the run 03 wrote (the same `RUNS_DIR/<preset>` folder) instead of training again.
+# runs live on Drive: notebook 03's training continues after a disconnect, and notebooks 04–07 find the
+# runs already trained instead of training again. A run's folder is named after its configuration
+# (`dsn_lab.course.run_folder`: `<preset>-<losses>-seed<k>-<key>`), and `dsn_lab.course.ensure_run`
+# trains it only when it is missing, so running 00→07 trains each configuration once.
 #
 # Datasets stay on the local disk: reading tens of thousands of small images from a mounted Drive is
 # far slower than copying one archive once. Keep the *archive* on Drive; notebook 01 copies and
@@ -184,7 +186,7 @@ print("installed:", how)
 
 # %%
 print(WS.describe())
-print("a run of preset emoji-quick goes to", WS.run_dir("emoji-quick"))
+print("runs go to", WS.runs, "(one folder per configuration, named by dsn_lab.course.run_folder)")
 print("a figure goes to", fig_path("example"))
 
 # %% [markdown]

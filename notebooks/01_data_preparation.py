@@ -443,4 +443,78 @@ for c, name in enumerate(sketchy_train[:8]):
 pd.DataFrame(rows).set_index("class")
 
 # %% [markdown]
+# ## 8. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/01_data_preparation_solutions.py`; try first.
+
+# %%
+from dsn_lab import exercises as ex
+
+# %% [markdown]
+# ### Exercise 01.1 · Photos per unseen concept
+#
+# Section 2 gave the minimum, median and maximum number of photos per class. Build
+# `photos_per_class = {class name: number of photos}` for the unseen (`zero`) split from
+# `datasets["zero", "photo"]` (its `labels` and `classes`). Which concept has the fewest photos, and why
+# might its retrieval scores be noisier? The check counts the lines of `splits/photo_zero.txt` (exact).
+
+# %% tags=["exercise"]
+# Exercise 01.1
+photos_per_class = None  # YOUR CODE HERE: {class name: photos} of the zero split
+
+# %%
+ex.check_photos_per_class(photos_per_class, DATA_ROOT, split="zero")
+
+# %% [markdown]
+# ### Exercise 01.2 · Near-duplicates by name
+#
+# Section 3 checked that no unseen class is a training class. The builder also drops *near-duplicates*:
+# a concept whose name contains, as whole words (a plural "s" allowed), a name an unseen class goes by
+# (`cat face` for `cat`). `sketchy_terms(unseen class)` gives those names (`car_(sedan)` → `car`).
+# Find every pair `(training class, unseen class)` of this dataset that the name rule matches
+# (class names use `_` for spaces) and put them in the set `name_overlaps`. If the set is not empty: why
+# do those concepts still train? (Look them up in `dsn_lab.data.emojisketch.NOT_NEAR_DUPLICATES`.) The
+# check applies the builder's own rule.
+
+# %% tags=["exercise"]
+# Exercise 01.2
+from dsn_lab.data.emojisketch import sketchy_terms  # noqa: F401 (for your answer)
+
+name_overlaps = None  # YOUR CODE HERE: {(training class, unseen class), ...}
+
+# %%
+ex.check_name_overlaps(name_overlaps, DATA_ROOT)
+
+# %% [markdown]
+# ### Exercise 01.3 · Does every sketch see a positive?
+#
+# SupCon and the memory bank learn from a sketch only when its batch holds a photo of the same class.
+# First predict, for the released random sampler, the chance that a sketch finds one among $P$ photos
+# drawn from $C$ classes ($1 - (1 - 1/C)^P$), and for the course's class-aligned sampler. Then measure:
+# over the first `N_BATCHES` batches of `loader` (class-aligned, section 5) and of `random_loader`
+# (the same with `batch_sampler="random"`), the fraction of sketches whose label is among the batch's
+# photo labels. Answer `positive_fraction = {"class_aligned": ..., "random": ...}`; the check draws the
+# same batches (same seed and epoch, same batches) and counts again (tolerance 1e-9).
+
+# %% tags=["exercise"]
+# Exercise 01.3
+N_BATCHES = 5
+random_loader = paired_loader_from_config(
+    course_cfg.replace(batch_sampler="random"),
+    datasets["train", "sketch"],
+    datasets["train", "photo"],
+    sketches_per_batch=4,
+    photos_per_batch=4,
+    image_size=96,
+    seed=0,
+)
+positive_fraction = None  # YOUR CODE HERE: {"class_aligned": fraction, "random": fraction}
+
+# %%
+ex.check_sketch_positives(positive_fraction, {"class_aligned": loader, "random": random_loader}, N_BATCHES)
+
+# %% [markdown]
 # **Next:** `02_model_and_losses` (the model that consumes these batches) and `03_training`.

@@ -15,6 +15,10 @@
 # 3. the same call with `resume=True` continuing from the last checkpoint, with **live loss curves**;
 # 4. the measured time per step and per epoch.
 #
+# **One run, reused**: the run is stored in a folder named after its configuration
+# (`dsn_lab.course.run_folder`); notebooks 04, 05, 06 and 07 ask for the same configuration (the same
+# `OVERRIDES`) and use this run instead of training it again. Whichever notebook asks first trains it.
+#
 # **GPU**: the reproduction presets (`sketchy-s1-released` / `-paper`, `tuberlin-released` / `-paper`)
 # need a GPU and the dataset (notebook 01). As released, Sketchy trains 20 epochs × 1,068 steps (seed 1)
 # and keeps the epoch with the best paired ITQ mAP of held-out sketch/photo pairs; TU-Berlin trains 16
@@ -25,6 +29,8 @@
 QUICK = True
 PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (CPU ok) or "sketchy-s1-paper" (GPU)
 VARIANT = "tiny" if QUICK else "full"  # EmojiSketch variant (emoji presets only)
+# the same settings in 03-07, so that every notebook finds this run (checkpoint and log intervals do not
+# change a run: they do not change its folder either)
 OVERRIDES = (
     {
         "steps_per_epoch": 4,
@@ -76,13 +82,13 @@ DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 th
 #
 # Colab's disk disappears with the runtime. With `USE_DRIVE = True` (parameters cell) the setup cell
 # mounted Google Drive and `RUNS_DIR` is on it; after a disconnect, reconnect, run the notebook again,
-# and the training cell continues from the last checkpoint. The run folder is `RUNS_DIR/<preset>`
-# (`WS.run_dir(PRESET)`): notebooks 04 and 07 look for the run there, so with Drive they use this
-# notebook's run instead of training their own. Locally, or without Drive, `runs/` is used.
+# and the training cell continues from the last checkpoint. The run folder is
+# `RUNS_DIR/<preset>-<losses>-seed<seed>-<key>` (`dsn_lab.course.run_folder`; the key is a digest of the
+# configuration): notebooks 04–07 look for the run there, so with Drive they use this notebook's run
+# instead of training their own. Locally, or without Drive, `runs/` is used.
 
 # %%
 print(WS.describe())
-print("this run's folder:", WS.run_dir(PRESET))
 
 # %% [markdown]
 # ## 2. The configuration
@@ -91,12 +97,14 @@ print("this run's folder:", WS.run_dir(PRESET))
 # CPU preset with a message (it would take weeks on a CPU).
 
 # %%
-from dsn_lab.course import preset_config
+from dsn_lab.course import preset_config, run_folder
 
 if DEVICE.type == "cpu" and not PRESET.startswith(("emoji", "cpu")):
     print(f"{PRESET} needs a GPU; this machine has none -> using emoji-demo instead.")
     PRESET = "emoji-demo"
-cfg = preset_config(PRESET, variant=VARIANT, output_dir=WS.run_dir(PRESET), **OVERRIDES)
+cfg = preset_config(PRESET, variant=VARIANT, **OVERRIDES)
+cfg = cfg.replace(output_dir=str(run_folder(cfg, RUNS_DIR)))  # the run's folder, shared with 04-07
+print("this run's folder:", cfg.output_dir)
 print(f"differences from the DSN defaults: {cfg.diff(type(cfg)(), ignore=('notes',))}")
 print(f"fidelity fields in force (faithful={cfg.faithful}): {cfg.quirks()}")
 
@@ -139,12 +147,17 @@ if SIMULATE_DISCONNECT:
 # history (`history.json`) with every checkpoint; `dsn_lab.course.train_live` runs that training in a
 # background thread and redraws the curves from the history every `REFRESH_S` seconds. Run the cell
 # again after a real disconnect: it continues from wherever the last checkpoint is.
+#
+# `dsn_lab.course.ensure_run` is the call every notebook makes for a run: it trains (here with
+# `live=True`, through `train_live`) only when the run folder has no finished run, and returns a finished
+# one at once. At each epoch end it also records the domain gap of the unseen classes into the history,
+# the curves notebook 06 draws.
 
 # %%
-from dsn_lab.course import train_live
+from dsn_lab.course import ensure_run
 
 curves = fig_path(f"training_curves_{cfg.preset}")
-result = train_live(cfg, device=DEVICE, refresh_s=REFRESH_S, save_to=curves)
+result = ensure_run(cfg, RUNS_DIR, device=DEVICE, live=True, refresh_s=REFRESH_S, save_to=curves)
 print(f"checkpoints: {result.final_checkpoint}, {result.best_checkpoint}")
 
 # %% [markdown]
@@ -176,3 +189,92 @@ epochs.round(3)
 # %%
 for f in sorted(result.output_dir.iterdir()):
     print(f"{f.name:24s} {f.stat().st_size / 2**20:8.2f} MiB")
+
+# %% [markdown]
+# ## 7. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/03_training_solutions.py`; try first.
+#
+# The exercises open the run trained above: its model (eval mode, on the CPU), its config `run_cfg`, and
+# one training batch built as the trainer builds them (`batch`: the dict the paired loader yields).
+
+# %%
+from dsn_lab import exercises as ex
+
+# the data on this machine (a run from Drive may have been trained elsewhere)
+model, run_cfg, batch = ex.load_run_and_batch(result.final_checkpoint, data_root=cfg.data_root)
+print({k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
+print("loss weights:", {k: getattr(run_cfg, f"w_{k}") for k in ("ce", "kd", "contrastive", "memory")})
+
+# %% [markdown]
+# ### Exercise 03.1 · The total that train logs
+#
+# Every logged step row holds the unweighted terms (`loss_ce`, `loss_kd`, `loss_contrastive`,
+# `loss_memory`) and the total `loss` the optimiser minimised. Rebuild the total of the last logged row
+# from its terms and the weights `run_cfg.w_<term>`. Which term is largest? How would the total change with
+# the paper's weight on SupCon (0.1 instead of this preset's value)? The check compares with the logged
+# `loss` (tolerance 1e-4 relative).
+
+# %% tags=["exercise"]
+# Exercise 03.1
+row = [r for r in result.history if r["kind"] == "step"][-1]  # the last logged step
+print({k: round(v, 4) for k, v in row.items() if k.startswith("loss")})
+total_by_hand = None  # YOUR CODE HERE: the weighted sum of the row's terms
+
+# %%
+ex.check_logged_total(total_by_hand, row, run_cfg)
+
+# %% [markdown]
+# ### Exercise 03.2 · The CE term of one step, by hand
+#
+# `dsn_lab.step.dsn_step` runs the model once on `[sketches, photos, views…]` with a domain column (a
+# float `[N, 1]` tensor: 0 for a sketch, 1 for a photo; the FiLM layers read it) and takes the
+# cross-entropy of the class logits (the model's first output) of the un-augmented sketches and photos
+# together. Compute that CE yourself from `batch` and `model` (`torch.nn.functional.cross_entropy`), as
+# `ce_by_hand`. The check runs `dsn_losses` with only CE switched on and compares (tolerance 1e-4); it
+# recognises a swapped domain column or a forgotten domain.
+
+# %% tags=["exercise"]
+# Exercise 03.2
+ce_by_hand = None  # YOUR CODE HERE: CE of model(images, domain)[0] on the sketches and photos of `batch`
+
+# %%
+ex.check_ce_term(ce_by_hand, model, batch, run_cfg)
+
+# %% [markdown]
+# ### Exercise 03.3 · SupCon against its temperature
+#
+# SupCon divides the cosine similarities by a temperature $T$ (training: `run_cfg.temperature`) and
+# scales each anchor's loss by $T / 0.07$. Predict first: does the loss on a fixed batch rise or fall as
+# $T$ grows? Then compute it for each value of `TEMPERATURES` with `dsn_lab.losses.SupConLoss`
+# (`base_temperature=0.07`, as in training) on the codes SupCon sees in training (`z`, `z_labels`), and
+# plot the loss against $T$ (log scale). The check recomputes each value (tolerance 1e-4 relative).
+
+# %% tags=["exercise"]
+# Exercise 03.3
+z, z_labels = ex.supcon_inputs(model, batch, run_cfg)  # [N, views, D]: what dsn_step gives SupCon
+TEMPERATURES = [0.03, 0.05, 0.07, 0.1, 0.2, 0.5, 1.0]
+sweep = None  # YOUR CODE HERE: one SupCon value per temperature (then plot them)
+
+# %%
+ex.check_temperature_sweep(sweep, z, z_labels, TEMPERATURES)
+
+# %% [markdown]
+# ### Exercise 03.4 · The cosine learning-rate schedule
+#
+# The course presets decay the learning rate over the run's optimiser steps as half a cosine:
+# $\text{lr}_k = \text{lr} \cdot \tfrac12\,(1 + \cos(\pi k / K))$, $K$ = `result.planned_steps`.
+# Compute the multiplier for $k = 0, 1, \dots, K$ as `lr_by_hand` and plot it with the logged `lr`
+# divided by `run_cfg.lr` (the trainer sets the lr before each step; with a time budget, progress is the
+# larger of the step and the time fraction, so a slow run decays sooner). The check compares with
+# `dsn_lab.step.lr_factor` by step (tolerance 1e-6).
+
+# %% tags=["exercise"]
+# Exercise 03.4
+lr_by_hand = None  # YOUR CODE HERE: K + 1 multipliers
+
+# %%
+ex.check_lr_schedule(lr_by_hand, run_cfg, result.planned_steps)

@@ -18,19 +18,22 @@
 #    `emoji-*` presets, 64 or 512 for the paper's);
 # 5. AP per unseen class as a bar chart (saved to `figures/`), and a few ranked lists.
 #
-# With `QUICK = True` a tiny model is trained for about a minute first (or notebook 03's run is reused);
-# its numbers are low — the point is the pipeline.
+# The model is notebook 03's run (full DSN on `PRESET` with the same `OVERRIDES`), reused, not trained
+# again: it is trained here only when it is missing (about a minute with `QUICK = True`). `CHECKPOINT`
+# points at another run instead, e.g. a full run on Drive. With `QUICK` the numbers are low — the point is
+# the pipeline.
 
 # %% tags=["parameters"]
 QUICK = True
 PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or "sketchy-s1-paper" on a GPU)
 VARIANT = "tiny" if QUICK else "full"  # EmojiSketch variant
-# the training settings of notebook 03, so that its run (RUNS_DIR/<PRESET>, on Drive with USE_DRIVE) is reused
+# the training settings of notebook 03, so that its run (in RUNS_DIR, on Drive with USE_DRIVE) is reused
 OVERRIDES = (
     {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
     if QUICK
     else {}
 )  # full: {}
+CHECKPOINT = None  # None: 03's run (trained here if missing); or a run folder / .pt file
 N_SHOW = 3  # queries shown as ranked lists
 USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
 DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
@@ -66,21 +69,23 @@ DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 th
 # %% [markdown]
 # ## 1. A trained checkpoint
 #
-# Notebook 03's run, when it is there: the folder `RUNS_DIR/<PRESET>` (on Google Drive with
-# `USE_DRIVE = True`, so it outlives the runtime that trained it), trained with the same `OVERRIDES`.
-# Otherwise this cell trains it, into the same folder, so notebook 03 would find it in turn; a run that
-# a disconnect cut off is finished first.
+# Notebook 03's run, when it is there: `dsn_lab.course.ensure_run` looks in the folder named after the
+# configuration (`run_folder`: `RUNS_DIR/<preset>-dsn-seed1-<key>`, on Google Drive with
+# `USE_DRIVE = True`, so it outlives the runtime that trained it) and returns the finished run without
+# training. Only when it is missing does this cell train it, into the same folder, so notebooks 03, 05, 06
+# and 07 find it in turn; a run that a disconnect cut off is finished first. With `CHECKPOINT` set, that
+# run is used and nothing is trained.
 
 # %%
 from dsn_lab.checkpoint import load_trained_model
-from dsn_lab.course import preset_config
-from dsn_lab.train import train
+from dsn_lab.course import ensure_run, preset_config
 
-cfg = preset_config(PRESET, variant=VARIANT, output_dir=WS.run_dir(PRESET), **OVERRIDES)
-result = train(cfg, resume=True, device=DEVICE)  # trains only what is missing; a finished run returns at once
-CHECKPOINT = result.best_checkpoint or result.final_checkpoint
-model, cfg, ckpt = load_trained_model(CHECKPOINT, DEVICE)
-print(f"checkpoint {CHECKPOINT} ({result.stopped}); selection {result.selection} = {result.best_metric}")
+local = preset_config(PRESET, variant=VARIANT, **OVERRIDES)
+result = ensure_run(local, RUNS_DIR, checkpoint=CHECKPOINT, device=DEVICE)  # trains only a missing run
+checkpoint = result.best_checkpoint or result.final_checkpoint
+model, cfg, ckpt = load_trained_model(checkpoint, DEVICE)
+cfg = cfg.replace(data_root=local.data_root)  # the data on this machine (a CHECKPOINT may come from another)
+print(f"checkpoint {checkpoint} ({result.stopped}); selection {result.selection} = {result.best_metric}")
 
 # %% [markdown]
 # ## 2. Features

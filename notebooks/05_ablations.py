@@ -28,13 +28,19 @@
 # chart, saved to `figures/`. With `QUICK = True` every run is a few steps long: the pipeline runs end to
 # end in CI, but the numbers are noise. The full settings (`QUICK = False`: the `emoji-demo` preset,
 # three seeds; ≈ 6 minutes per run on a 2-core CPU, far less on a GPU) give the comparison.
+#
+# **Runs reused**: the "full DSN" row at seed 1 is notebook 03's run, and the "SAKE baseline" row is the
+# baseline notebook 06 uses: every run lives in a folder named after its configuration
+# (`dsn_lab.course.run_folder`), so a run another notebook trained with the same `PRESET` and `OVERRIDES`
+# is only evaluated here, and this notebook trains only the runs that are missing.
 
 # %% tags=["parameters"]
 QUICK = True
 PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or a paper preset on a GPU)
 VARIANT = "tiny" if QUICK else "full"
+# notebook 03's training settings: its run is the "full DSN" row at seed 1
 OVERRIDES = (
-    {"steps_per_epoch": 2, "epochs": 1, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
+    {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
     if QUICK
     else {}
 )  # full: {}
@@ -47,6 +53,7 @@ ABLATIONS = {
     "full DSN, faithful memory": {"memory_grad": False, "memory_row_overwrite": True},  # notebook 02
     "full DSN, 512-d": {"hashing_dim": 512},
 }
+RUNS_FROM = None  # None: RUNS_DIR; or a folder of runs to reuse (e.g. full runs on Drive)
 USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
 DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
 
@@ -83,15 +90,17 @@ DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 th
 #
 # `dsn_lab.course.run_ablations` trains every row of `ABLATIONS` for every seed on top of the preset and
 # scores it on the unseen classes (`dsn_lab.embed.evaluate_checkpoint`, the default protocol). Each run
-# writes its checkpoint to `RUNS_DIR/ablation-<name>-seed<k>/`; a finished run is not trained again
-# (`resume=True`), so this cell can be re-run, or continued after a disconnect. On a GPU the full ladder
-# with a paper preset takes hours: run it overnight, or one row at a time from the command line.
+# is `dsn_lab.course.ensure_run`'s: its folder, `RUNS_DIR/<preset>-<losses>-seed<k>-<key>`, is named after
+# its configuration, and a finished run is not trained again. So notebook 03's run (full DSN, seed 1), and
+# the baseline when notebook 06 trained it first, are evaluated, not retrained; this cell can be re-run,
+# and it continues after a disconnect. The `train seconds` column is near 0 for a reused run. On a GPU the full ladder with a paper
+# preset takes hours: run it overnight, or one row at a time from the command line.
 
 # %%
 from dsn_lab.course import preset_config, run_ablations
 
 base = preset_config(PRESET, variant=VARIANT, **OVERRIDES)
-runs = run_ablations(base, ABLATIONS, RUNS_DIR, seeds=SEEDS, device=DEVICE)
+runs = run_ablations(base, ABLATIONS, RUNS_FROM or RUNS_DIR, seeds=SEEDS, device=DEVICE)
 runs.drop(columns="checkpoint").round(4)
 
 # %% [markdown]

@@ -19,25 +19,31 @@
 # EmojiSketch (v1) has one sketch per concept, so the sketch dispersion is undefined there (NaN, no
 # panel): DSN's second claim needs several sketches per class (Sketchy, TU-Berlin, EmojiSketch v2).
 #
-# **What you should see**: two training runs — the baseline (CE + KD, i.e. SAKE) and full DSN — with the
+# **What you should see**: two runs — the baseline (CE + KD, i.e. SAKE) and full DSN — with the
 # measures recorded every epoch by a training callback; the measures before and after as bars; t-SNE and
 # UMAP maps before and after, coloured by domain and by class. With `QUICK` the runs are tiny, so the
 # effects are small and noisy; the full settings show them clearly.
+#
+# **Runs reused**: DSN is notebook 03's run and the baseline is notebook 05's "SAKE baseline" row (the
+# same `PRESET` and `OVERRIDES`, so the same run folders, `dsn_lab.course.run_folder`); this notebook
+# trains a run only when it is missing.
 
 # %% tags=["parameters"]
 QUICK = True
 PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo"
 VARIANT = "tiny" if QUICK else "full"
+# notebook 03's training settings: its run is the DSN run here, notebook 05's baseline the baseline
 OVERRIDES = (
-    {"steps_per_epoch": 2, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
+    {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
     if QUICK
     else {}
 )  # full: {}
-MAX_SAMPLES = 200 if QUICK else 1000  # images per domain for the measures and the maps
+MAX_SAMPLES = 200 if QUICK else 1000  # images per domain for the maps
 METHODS = {  # name -> config overrides
     "baseline (CE+KD)": {"use_contrastive": False, "use_memory": False},
     "DSN": {},
 }
+RUNS_FROM = None  # None: RUNS_DIR; or a folder of runs to reuse (e.g. full runs on Drive)
 USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
 DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
 
@@ -89,20 +95,21 @@ classes = sketches.classes
 print(f"{len(sketches)} sketches, {len(photos)} photos, {len(classes)} unseen classes")
 
 # %% [markdown]
-# ## 2. Train the baseline and DSN, recording the gap every epoch
+# ## 2. The baseline and DSN runs, with the gap of every epoch
 #
 # `DomainGapCallback` is a training callback (`callback(model, epoch, step) -> dict`): at each epoch end
 # it encodes a fixed, seeded subset of the unseen sketches and photos and returns the measures; the
-# training loop puts them into the run history (`gap/...` columns). Calling it on the model *before*
-# training gives the epoch-0 row.
+# training loop puts them into the run history (`gap/...` columns). Every run `dsn_lab.course.ensure_run`
+# trains carries one (`gap_recorder`, 500 images per domain), so the runs notebooks 03 and 05 trained
+# already hold these curves: `ensure_run` returns them without training, and trains a run only when it is
+# missing. Calling the same callback on the model *before* training gives the epoch-0 row.
 
 # %%
 import pandas as pd
 
-from dsn_lab.analysis import DomainGapCallback
 from dsn_lab.checkpoint import load_trained_model
+from dsn_lab.course import ensure_run, gap_recorder
 from dsn_lab.model import build_model
-from dsn_lab.train import train
 
 histories, before_after, models = [], {}, {}
 untrained = build_model(
@@ -113,16 +120,18 @@ untrained = build_model(
         ).classes
     ),
 ).to(DEVICE)
+recorder = gap_recorder(base_cfg)  # the callback (same images, same measures) every course run records
+before = recorder(untrained, 0, 0)
 for method, overrides in METHODS.items():
-    cfg = base_cfg.replace(output_dir=str(RUNS_DIR / f"gap-{method.split()[0].lower()}"), **overrides)
-    callback = DomainGapCallback(sketches, photos, max_samples=MAX_SAMPLES, seed=0)
-    before = callback(untrained, 0, 0)
-    result = train(cfg, callbacks=[callback], resume=True, device=DEVICE, verbose=False)
-    rows = [{"epoch": 0, **before}] + [r for r in result.history if r.get("kind") == "epoch"]
+    result = ensure_run(base_cfg.replace(**overrides), RUNS_FROM or RUNS_DIR, device=DEVICE)
+    models[method] = load_trained_model(result.final_checkpoint, DEVICE)[0]
+    epochs = [r for r in result.history if r.get("kind") == "epoch" and "gap/mmd" in r]
+    if not epochs:  # a run given from elsewhere, trained without the recorder: measure its final model
+        epochs = [{"epoch": result.history[-1]["epoch"], **recorder(models[method], 0, 0)}]
+    rows = [{"epoch": 0, **before}] + epochs
     histories += [{**r, "method": method} for r in rows]
     before_after[method] = {"before": before, "after": rows[-1]}
-    models[method] = load_trained_model(result.final_checkpoint, DEVICE)[0]
-    print(f"{method}: trained {result.history[-1]['epoch']:.0f} epochs")
+    print(f"{method}: {result.output_dir.name}, {result.history[-1]['epoch']:.0f} epochs")
 history = pd.DataFrame(histories)
 history[["method", "epoch"] + [c for c in history if c.startswith("gap/")]].round(3)
 

@@ -18,12 +18,13 @@
 QUICK = True
 PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo"
 VARIANT = "tiny" if QUICK else "full"
-# the training settings of notebook 03, so that its run (RUNS_DIR/<PRESET>, on Drive with USE_DRIVE) is reused
+# the training settings of notebook 03, so that its run (in RUNS_DIR, on Drive with USE_DRIVE) is reused
 OVERRIDES = (
     {"steps_per_epoch": 4, "epochs": 2, "image_size": 64, "sketches_per_batch": 4, "photos_per_batch": 8}
     if QUICK
     else {}
 )  # full: {}
+CHECKPOINT = None  # None: 03's run (trained here if missing); or a run folder / .pt file
 K = 10  # results shown per query
 USE_DRIVE = False  # Colab: runs and figures on Google Drive (they survive a disconnect; 04 finds 03's run)
 DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"  # Colab: the folder on Drive (mounted when USE_DRIVE)
@@ -59,20 +60,21 @@ DEVICE = pick_device(seed=0)  # CUDA when there is one; on the CPU, at most 4 th
 # %% [markdown]
 # ## 1. Two checkpoints: before and after training
 #
-# "After" is notebook 03's run when it is there (`RUNS_DIR/<PRESET>`, on Google Drive with
-# `USE_DRIVE = True`), else it is trained here, into the same folder; "before" is the same network
-# untrained.
+# "After" is notebook 03's run (full DSN with the same `OVERRIDES`), reused through
+# `dsn_lab.course.ensure_run`: found in its folder (`RUNS_DIR/<preset>-dsn-seed1-<key>`, on Google Drive
+# with `USE_DRIVE = True`) and trained here only when it is missing; `CHECKPOINT` uses another run
+# instead. "Before" is the same network untrained.
 
 # %%
 from dsn_lab.checkpoint import load_trained_model
-from dsn_lab.course import preset_config
-from dsn_lab.train import train
+from dsn_lab.course import ensure_run, preset_config
 
-cfg = preset_config(PRESET, variant=VARIANT, output_dir=WS.run_dir(PRESET), **OVERRIDES)
-result = train(cfg, resume=True, device=DEVICE)  # trains only what is missing; a finished run returns at once
-CHECKPOINT = result.best_checkpoint or result.final_checkpoint
-model, cfg, ckpt = load_trained_model(CHECKPOINT, DEVICE)
-print(f"checkpoint {CHECKPOINT} ({result.stopped}); selection {result.selection} = {result.best_metric}")
+local = preset_config(PRESET, variant=VARIANT, **OVERRIDES)
+result = ensure_run(local, RUNS_DIR, checkpoint=CHECKPOINT, device=DEVICE)  # trains only a missing run
+checkpoint = result.best_checkpoint or result.final_checkpoint
+model, cfg, ckpt = load_trained_model(checkpoint, DEVICE)
+cfg = cfg.replace(data_root=local.data_root)  # the data on this machine (a CHECKPOINT may come from another)
+print(f"checkpoint {checkpoint} ({result.stopped}); selection {result.selection} = {result.best_metric}")
 
 # %%
 from dsn_lab.data import get_dataset

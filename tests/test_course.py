@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -116,25 +117,94 @@ def test_train_until_killed_reports_a_child_that_fails(synth, tmp_path):
     assert "exit code 1" in str(err.value) and "no-data-here" in str(err.value)  # the child's own error
 
 
+def _trained(folder: Path) -> int:
+    """How many times training started in ``folder``: every start writes environment.json, keeping the
+    earlier starts' records under "earlier"; a finished run that is only returned writes nothing."""
+    env = folder / "environment.json"
+    return 1 + len(json.loads(env.read_text()).get("earlier", [])) if env.is_file() else 0
+
+
+def test_run_folder_names_a_configuration_not_a_notebook(synth, tmp_path):
+    cfg = _cfg(tmp_path / "a", synth)
+    folder = C.run_folder(cfg, tmp_path / "runs")
+    assert folder.parent == tmp_path / "runs" and folder.name.startswith("cpu-quick-dsn-seed1-")
+    # what a resume ignores (output folder, logging, checkpoint interval, time guard) names the same run
+    same = cfg.replace(output_dir="elsewhere", log_every=5, checkpoint_every=9, max_train_seconds=60.0)
+    assert C.run_folder(same, tmp_path / "runs") == folder
+    baseline = cfg.replace(use_contrastive=False, use_memory=False)
+    others = [
+        baseline,
+        cfg.replace(seed=2),
+        cfg.replace(epochs=3),
+        cfg.replace(data_root=str(tmp_path / "synth-full")),  # another data folder: another run
+    ]
+    names = [C.run_folder(c, tmp_path / "runs").name for c in others]
+    assert len({folder.name, *names}) == 5, names
+    assert names[0].startswith("cpu-quick-ce-kd-seed1-") and "-seed2-" in names[1]
+    assert "-ce-kd-supcon-" in C.run_folder(cfg.replace(use_memory=False), tmp_path).name
+
+
+def test_ensure_run_trains_a_configuration_once_and_records_the_gap(synth, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    cfg = _cfg(tmp_path / "ignored", synth)
+    first = C.ensure_run(cfg, runs, device="cpu")
+    folder = C.run_folder(cfg, runs)
+    assert first.output_dir == folder and first.stopped == "completed" and _trained(folder) == 1
+    assert "training the missing run" in capsys.readouterr().out
+    epochs = [r for r in first.history if r.get("kind") == "epoch"]
+    assert len(epochs) == 2 and all("gap/domain_classifier_acc" in r for r in epochs), epochs[-1].keys()
+    stamp = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")}
+    # another notebook asking for the same configuration (other logging settings) reuses it
+    again = C.ensure_run(cfg.replace(log_every=2, checkpoint_every=3), runs, device="cpu")
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")} == stamp and _trained(folder) == 1
+    assert again.history == first.history and again.best_checkpoint == first.best_checkpoint
+    assert sorted(p.name for p in runs.iterdir()) == [folder.name]
+
+
+def test_ensure_run_uses_a_checkpoint_given_and_trains_nothing(synth, tmp_path, capsys):
+    cfg = _cfg(tmp_path / "ignored", synth)
+    done = C.ensure_run(cfg, tmp_path / "drive", device="cpu", verbose=False)
+    here = tmp_path / "runs"
+    for given in (done.output_dir, done.final_checkpoint):  # a run folder, or a checkpoint file in one
+        result = C.ensure_run(cfg, here, checkpoint=given, device="cpu")
+        assert result.output_dir == done.output_dir and result.history == done.history
+        assert "nothing trained" in capsys.readouterr().out
+    assert result.best_checkpoint == done.final_checkpoint  # the file given is the one to evaluate
+    assert not here.exists() and _trained(done.output_dir) == 1
+    with pytest.raises(FileNotFoundError, match="CHECKPOINT = .*no run there"):
+        C.ensure_run(cfg, here, checkpoint=tmp_path / "nowhere", device="cpu")
+    cut = tmp_path / "cut"  # a run stopped by its time budget is not finished: not used as it is
+    train(_cfg(cut, synth, max_train_seconds=1e-3), device="cpu", verbose=False)
+    with pytest.raises(RuntimeError, match="not finished"):
+        C.ensure_run(cfg, here, checkpoint=cut, device="cpu")
+
+
 def test_run_ablations_trains_each_rung_once_and_tabulates(synth, tmp_path):
     base = _cfg(tmp_path / "unused", synth, epochs=1, steps_per_epoch=2)
     ladder = {"SAKE baseline": {"use_contrastive": False, "use_memory": False}, "full DSN": {}}
+    shared = C.ensure_run(base, tmp_path / "runs", device="cpu", verbose=False)  # e.g. notebook 03's run
     runs = C.run_ablations(base, ladder, tmp_path / "runs", seeds=(1, 2), device="cpu", verbose=False)
     assert list(runs["run"]) == ["SAKE baseline"] * 2 + ["full DSN"] * 2
     assert list(runs["seed"]) == [1, 2, 1, 2]
     assert runs[["mAP@all", "P@100"]].apply(lambda c: c.between(0, 1)).all().all()
-    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert folders == [
-        "ablation-full-dsn-seed1",
-        "ablation-full-dsn-seed2",
-        "ablation-sake-baseline-seed1",
-        "ablation-sake-baseline-seed2",
+    folders = sorted((tmp_path / "runs").iterdir())
+    expected = [
+        C.run_folder(base.replace(seed=s, **ladder[n]), tmp_path / "runs") for n in ladder for s in (1, 2)
     ]
+    assert folders == sorted(expected) and all(_trained(f) == 1 for f in folders)
+    assert runs["checkpoint"][2] == str(shared.best_checkpoint or shared.final_checkpoint)  # reused
     ckpt = Path(runs["checkpoint"][0])
     stamp = ckpt.stat().st_mtime_ns
     again = C.run_ablations(base, ladder, tmp_path / "runs", seeds=(1, 2), device="cpu", verbose=False)
     assert ckpt.stat().st_mtime_ns == stamp  # finished runs are evaluated, not trained again
+    assert all(_trained(f) == 1 for f in folders)
     pd.testing.assert_series_equal(again["mAP@all"], runs["mAP@all"])
+    # two names for one configuration are one run
+    twice = C.run_ablations(
+        base, {"full DSN": {}, "DSN again": {}}, tmp_path / "runs", device="cpu", verbose=False
+    )
+    assert twice["checkpoint"].nunique() == 1 and sorted((tmp_path / "runs").iterdir()) == folders
 
     table = C.ablation_table(runs, order=["full DSN", "SAKE baseline"])
     assert list(table.index) == ["full DSN", "SAKE baseline"]
@@ -144,10 +214,11 @@ def test_run_ablations_trains_each_rung_once_and_tabulates(synth, tmp_path):
         C.ablation_table(runs, order=["missing"])
 
 
-def test_run_ablations_rejects_names_sharing_a_folder(synth, tmp_path):
+def test_run_ablations_needs_a_run_and_a_seed(synth, tmp_path):
     base = _cfg(tmp_path / "unused", synth)
-    with pytest.raises(ValueError, match="same run folder"):
-        C.run_ablations(base, {"full DSN": {}, "Full-DSN": {}}, tmp_path)
+    for ladder, seeds in (({}, (1,)), ({"full DSN": {}}, ())):
+        with pytest.raises(ValueError, match="at least one ablation and one seed"):
+            C.run_ablations(base, ladder, tmp_path, seeds=seeds)
     assert not any(tmp_path.iterdir())
 
 
