@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
@@ -49,6 +48,7 @@ from dsn_lab.embed import evaluate_checkpoint, extract_features, state_dict_hash
 from dsn_lab.metrics import evaluate_retrieval, rank_gallery
 from dsn_lab.model import build_model
 from dsn_lab.preflight import PreflightError, check_cid_mask, preflight
+from dsn_lab.probe import fit_probe
 from dsn_lab.train import TrainResult, train
 
 METRICS = ("mAP@all", "P@100", "mAP@200", "P@200")
@@ -66,48 +66,6 @@ def _say(msg: str) -> None:
 def _eval(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> dict[str, float]:
     res = evaluate_retrieval(q, ql, g, gl, normalize=True, on_missing="skip")
     return {k: float(res[k]) for k in METRICS}
-
-
-def _train_head(
-    train_part: Arrays,
-    val_part: Arrays,
-    num_classes: int,
-    dim: int,
-    steps: int,
-    seed: int,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A linear projection to ``dim`` + cosine classifier trained with CE on frozen features (seconds).
-
-    Sketches and photos of the same concept share the class weight, which pulls the two domains together;
-    the step with the best val-concept mAP is kept.
-    """
-    torch.manual_seed(seed)
-    sk, skl, ph, phl = (torch.as_tensor(a) for a in train_part)
-    x = F.normalize(torch.cat([sk, ph]).float(), dim=1)
-    y = torch.cat([skl, phl]).long()
-    # sketches are ~1 per concept against ~5 photos: weight them up so both domains count equally
-    w = torch.cat([torch.full((len(sk),), len(ph) / max(len(sk), 1)), torch.ones(len(ph))])
-    proj = nn.Linear(x.shape[1], dim)
-    cls = nn.Linear(dim, num_classes, bias=False)
-    opt = torch.optim.AdamW(list(proj.parameters()) + list(cls.parameters()), lr=1e-3, weight_decay=1e-4)
-    best = (-1.0, None, 0)
-    vsk, vskl, vph, vphl = val_part
-    for step in range(1, steps + 1):
-        z = F.normalize(proj(x + 0.02 * torch.randn_like(x)), dim=1)
-        logits = 16.0 * z @ F.normalize(cls.weight, dim=1).T
-        loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 25 == 0 or step == steps:
-            with torch.no_grad():
-                q = proj(F.normalize(torch.as_tensor(vsk).float(), dim=1)).numpy()
-                g = proj(F.normalize(torch.as_tensor(vph).float(), dim=1)).numpy()
-            m = _eval(q, vskl, g, vphl)["mAP@all"]
-            if m > best[0]:
-                best = (m, {k: v.clone() for k, v in proj.state_dict().items()}, step)
-    proj.load_state_dict(best[1])
-    return proj.eval(), {"val_mAP@all": best[0], "step": best[2], "loss": float(loss.item())}
 
 
 def _loss_summary(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -257,13 +215,13 @@ def run_demo(
 
     # 2. a head on frozen features --------------------------------------------------------------------
     t = time.perf_counter()
-    head, head_info = _train_head(
+    head, _, head_info = fit_probe(
         (*feats[("train", "sketch")], *feats[("train", "photo")]),
-        (*feats[("val", "sketch")], *feats[("val", "photo")]),
         n_train_classes,
-        dim=max(cfg.hashing_dim, 64),
+        max(cfg.hashing_dim, 64),
         steps=150 if quick else 400,
         seed=cfg.seed,
+        val=(*feats[("val", "sketch")], *feats[("val", "photo")]),
     )
     with torch.no_grad():
         hq = head(F.normalize(torch.as_tensor(zq), dim=1)).numpy()

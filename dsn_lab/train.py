@@ -74,6 +74,7 @@ from dsn_lab.distributed import (
 )
 from dsn_lab.inference import amp_policy
 from dsn_lab.model import build_model
+from dsn_lab.probe import probe_head
 from dsn_lab.provenance import environment_record, write_environment
 from dsn_lab.selection import make_selector, training_sets
 from dsn_lab.step import dsn_step, lr_factor, make_optimizer, step_inputs
@@ -270,6 +271,15 @@ class _Trainer:
             cfg, train_sketches, self.data["photo"], seed=cfg.seed, base_affine=affine_from_config(cfg)
         )
         model = build_model(cfg, self.num_classes).to(dev)
+        if cfg.head_init == "probe" and self.resume_ckpt is None:  # a resumed run restores its head
+            t = time.perf_counter()
+            info = probe_head(cfg, model, train_sketches, self.data["photo"], dev, progress=self.verbose)
+            _say(
+                f"head_init=probe: hashing layer and classifier fitted on frozen features ({cfg.probe_steps} "
+                f"steps, {time.perf_counter() - t:.0f}s; KD head refitted, relative error "
+                f"{info['kd_fit_rel_error']:.1e})",
+                self.verbose,
+            )
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
