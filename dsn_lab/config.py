@@ -54,7 +54,7 @@ class DSNConfig:
     use_memory: bool = True
     kd_lambda: float = 1.0  # scale of the teacher logits in the KD target
     kdneg: float = 0.3  # --kdneg_lambda: weight of the WordNet cid_mask in the KD target
-    temperature: float = 0.07  # SupCon temperature (base temperature equal)
+    temperature: float = 0.07  # SupCon temperature; the base temperature stays 0.07 (released default)
     memory_slots: int = 10  # --topk: sketch features kept per class
     # True: the released code's behaviour for every field of the "fidelity" block below that is left at
     # None (and the released SAKE cid_mask). An explicit value of such a field wins over ``faithful``.

@@ -12,10 +12,15 @@ a wrong solution fails.
 
 Helpers give an exercise its inputs the way training builds them (:func:`load_run_and_batch`,
 :func:`supcon_inputs`). This module sits at the top of the package, beside ``course``: nothing imports it.
+
+Why this module is long: one check per exercise of the course, grouped by notebook (sections below), all
+sharing the result and strict-mode helpers above; a notebook's check cells then import one module, and
+a reader finds every check of the course in one file.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,16 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsn_lab.analysis import domain_gap, rbf_mmd2
 from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.config import DSNConfig
 from dsn_lab.data.batching import PairedLoader, paired_loader_from_config
 from dsn_lab.data.datasets import read_list_file
 from dsn_lab.data.emojisketch import NOT_NEAR_DUPLICATES, _phrase_in, read_manifest, sketchy_terms
 from dsn_lab.losses import SupConLoss
+from dsn_lab.memory import SketchMemory
+from dsn_lab.metrics import ITQ, evaluate_retrieval, rank_gallery
 from dsn_lab.selection import training_sets
 from dsn_lab.step import TERMS, dsn_losses, lr_factor
 
@@ -419,3 +428,607 @@ def check_lr_schedule(
         f"{want[len(want) // 2]:.2f} half-way, {want[-1]:.2f} at the end).",
         strict,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04 · evaluation
+# ---------------------------------------------------------------------------------------------------
+def _number(answer: Any) -> float | None:
+    try:
+        return _as_float(answer)
+    except (TypeError, ValueError):
+        return None
+
+
+def _per_query(q: Any, ql: Any, g: Any, gl: Any, **options: Any) -> dict[str, Any]:
+    """:func:`~dsn_lab.metrics.evaluate_retrieval` with the per-query arrays (default protocol + options)."""
+    return evaluate_retrieval(q, ql, g, gl, per_query=True, **options)
+
+
+def _positive_ranks(q: Any, ql: Any, g: Any, gl: Any, query: int) -> list[int]:
+    """1-based ranks of the positives of ``query`` in the evaluation's ranking (ties by gallery index)."""
+    order = rank_gallery(np.asarray(q)[query], np.asarray(g))
+    hits = np.asarray(gl)[order] == np.asarray(ql)[query]
+    return [int(r) + 1 for r in np.flatnonzero(hits)]
+
+
+def check_query_ap(
+    answer: float | None,
+    query_feats: Any,
+    query_labels: Any,
+    gallery_feats: Any,
+    gallery_labels: Any,
+    query: int,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 04.1: the AP of query ``query`` over the whole ranking (interpolated, the AP that mAP@all
+    averages), against ``evaluate_retrieval(..., per_query=True)["AP_per_query"]``; tolerance 1e-9."""
+    ex = "04.1"
+    if answer is None:
+        return _unanswered(ex, "ap_by_hand", strict)
+    got = _number(answer)
+    if got is None:
+        return _result(ex, "fail", f"expected a number, got {type(answer).__name__}.", strict)
+    args = (query_feats, query_labels, gallery_feats, gallery_labels)
+    want = float(_per_query(*args)["AP_per_query"][query])
+    ranks = _positive_ranks(*args, query)
+    shown = f"{ranks[:8]}{' …' if len(ranks) > 8 else ''}"
+    if _close(got, want, 0.0, 1e-9):
+        return _result(
+            ex,
+            "pass",
+            f"{got:.4f}, the AP of query {query} ({len(ranks)} positives at ranks {shown}).",
+            strict,
+        )
+    plain = float(_per_query(*args, interpolated=False)["AP_per_query"][query])
+    hint = ""
+    if _close(got, plain, 0.0, 1e-9):
+        hint = (
+            " That is the plain AP: the protocol interpolates, replacing each P(k) by the largest"
+            " precision at the k-th or any later positive."
+        )
+    return _result(
+        ex,
+        "fail",
+        f"{got:.6g}, evaluate_retrieval gives {want:.6g} (positives at ranks {shown}).{hint}",
+        strict,
+    )
+
+
+def check_query_precision(
+    answer: Mapping[int, float] | None,
+    query_feats: Any,
+    query_labels: Any,
+    gallery_feats: Any,
+    gallery_labels: Any,
+    query: int,
+    ks: Sequence[int] = (5, 100),
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 04.2: ``{K: P@K}`` of query ``query`` under the default protocol (hits in the top K over
+    min(K, gallery size)), against ``evaluate_retrieval(..., ks=ks, per_query=True)``; tolerance 1e-9."""
+    ex = "04.2"
+    if answer is None:
+        return _unanswered(ex, "p_at_k", strict)
+    ks = tuple(int(k) for k in ks)
+    if not isinstance(answer, Mapping) or {int(k) for k in answer} != set(ks):
+        keys = sorted(answer) if isinstance(answer, Mapping) else type(answer).__name__
+        return _result(ex, "fail", f"expected a dict {{K: P@K}} with keys {list(ks)}, got {keys}.", strict)
+    got = {int(k): _number(v) for k, v in answer.items()}
+    args = (query_feats, query_labels, gallery_feats, gallery_labels)
+    res = _per_query(*args, ks=ks)
+    want = {k: float(res[f"P@{k}_per_query"][query]) for k in ks}
+    n_g = int(res["n_gallery"])
+    off = [k for k in ks if got[k] is None or not _close(got[k], want[k], 0.0, 1e-9)]
+    if not off:
+        shown = ", ".join(f"P@{k} = {want[k]:.4f}" for k in ks)
+        return _result(ex, "pass", f"{shown} (gallery of {n_g}: hits over min(K, {n_g})).", strict)
+    positives = _per_query(*args, ks=ks, p_at_k_over="positives")
+    hint = ""
+    for k in off:
+        if got[k] is None:
+            continue
+        if k > n_g and _close(got[k], want[k] * n_g / k, 0.0, 1e-9):
+            hint = f" P@{k}: the gallery has only {n_g} items, so the protocol divides by min(K, {n_g})."
+        elif _close(got[k], float(positives[f"P@{k}_per_query"][query]), 0.0, 1e-9):
+            hint = (
+                f" P@{k} divides by min(K, positives): that is ZSE-SBIR's protocol (p_at_k_over='positives'),"
+                " not the default."
+            )
+    parts = "; ".join(f"P@{k}: {got[k]!r} vs {want[k]:.6g}" for k in off)
+    return _result(ex, "fail", f"{parts}.{hint}", strict)
+
+
+def _class_names_of(classes: Sequence[str], labels: Any) -> list[str]:
+    return [classes[int(c)] for c in labels]
+
+
+def check_hardest_classes(
+    answer: Iterable[str] | None,
+    query_feats: Any,
+    query_labels: Any,
+    gallery_feats: Any,
+    gallery_labels: Any,
+    classes: Sequence[str],
+    k: int,
+    predicted: Iterable[str] | None = None,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 04.3: the ``k`` unseen classes with the lowest mean AP (``mAP_per_class`` of
+    ``evaluate_retrieval``; any choice among tied classes passes), and how many of the ``predicted`` ones
+    (the guess made before the chart) are among them."""
+    ex = "04.3"
+    if answer is None:
+        return _unanswered(ex, "hardest", strict)
+    if isinstance(answer, str):
+        return _result(ex, "fail", "expected a list of class names, got one string.", strict)
+    res = _per_query(query_feats, query_labels, gallery_feats, gallery_labels)
+    ap = dict(zip(_class_names_of(classes, res["classes"]), (float(v) for v in res["mAP_per_class"])))
+    k = min(int(k), len(ap))
+    try:
+        got = [classes[int(c)] if not isinstance(c, str) else c for c in answer]
+    except (TypeError, ValueError, IndexError):
+        return _result(ex, "fail", "expected a list of class names (or class ids).", strict)
+    unknown = [c for c in got if c not in ap]
+    if unknown or len(set(got)) != k:
+        why = f"names that are not unseen classes: {unknown[:3]}" if unknown else f"{len(set(got))} distinct"
+        return _result(ex, "fail", f"expected {k} distinct unseen class names ({why}).", strict)
+    ranked = sorted(ap, key=ap.get)
+    cut = ap[ranked[k - 1]]  # the k-th lowest mean AP; classes tied with it are interchangeable
+    ok = all(ap[c] <= cut + 1e-12 for c in got) and all(c in got for c in ranked if ap[c] < cut - 1e-12)
+    expected = ", ".join(f"{c} ({ap[c]:.3f})" for c in ranked[:k])
+    if not ok:
+        hint = ""
+        if set(got) == set(sorted(ap, key=lambda c: -ap[c])[:k]):
+            hint = " Those are the easiest: the hardest have the lowest AP."
+        return _result(ex, "fail", f"{sorted(got)} vs the lowest mean AP: {expected}.{hint}", strict)
+    guess = ""
+    pred = [str(c) for c in predicted] if predicted is not None else []
+    if pred:
+        right = sorted(set(pred) & set(got))
+        not_classes = [c for c in pred if c not in ap]
+        guess = f" Your prediction: {len(right)} of {len(pred)} among them{f' ({right})' if right else ''}."
+        if not_classes:
+            guess += f" Not unseen classes: {not_classes[:3]}."
+    return _result(ex, "pass", f"the {k} hardest: {expected}.{guess}", strict)
+
+
+def check_itq_loss(answer: float | None, itq: ITQ, feats: Any, *, strict: bool | None = None) -> CheckResult:
+    """Exercise 04.4: the ITQ quantisation loss ``||B - V R||_F^2 / n`` of ``feats`` (the fit set) with the
+    fitted rotation, ``V R`` = :meth:`~dsn_lab.metrics.ITQ.project` (fit-set mean), ``B`` its signs (0 ->
+    +1, as the fit); tolerance 1e-5 relative (float32 features by hand)."""
+    ex = "04.4"
+    if answer is None:
+        return _unanswered(ex, "itq_loss", strict)
+    got = _number(answer)
+    if got is None:
+        return _result(ex, "fail", f"expected a number, got {type(answer).__name__}.", strict)
+    z = itq.project(feats, center="fit").cpu().numpy()
+    n = len(z)
+    sq = float(((np.where(z >= 0, 1.0, -1.0) - z) ** 2).sum())
+    want = sq / n
+    first, last = itq.loss_history[0], itq.loss_history[-1]
+    if _close(got, want, 1e-5, 1e-12):
+        return _result(
+            ex,
+            "pass",
+            f"{got:.4f} with the final rotation, from {first:.4f} at the random start "
+            f"({len(itq.loss_history)} iterations, {itq.bits} bits).",
+            strict,
+        )
+    slips = {
+        "the loss before the last update (loss_history[-1]): apply the final rotation": last,
+        "the sum over the codes: divide by their number n": sq,
+        "divided by n × bits: divide by the number of codes n only": sq / (n * itq.bits),
+    }
+    hint = next((f" Looks like {what}." for what, v in slips.items() if _close(got, v, 1e-5, 1e-12)), "")
+    return _result(ex, "fail", f"{got:.6g}, expected {want:.6g}.{hint}", strict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 06 · domain gap
+# ---------------------------------------------------------------------------------------------------
+def _gap(xs: Any, ls: Any, xp: Any, lp: Any, **options: Any) -> dict[str, float]:
+    """:func:`~dsn_lab.analysis.domain_gap` on every sample given (no subsample, no permutation test)."""
+    return domain_gap(xs, ls, xp, lp, max_samples=None, n_permutations=0, **options)
+
+
+def _np64(x: Any) -> np.ndarray:
+    return (x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)).astype(np.float64)
+
+
+def _unit(x: Any) -> np.ndarray:
+    x = _np64(x)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def check_centroid_distance(
+    answer: float | None,
+    sketch_feats: Any,
+    sketch_labels: Any,
+    photo_feats: Any,
+    photo_labels: Any,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 06.1: the mean over classes of ``||mu^S_c - mu^P_c||`` on L2-normalised features, against
+    ``domain_gap(...)["centroid_distance"]``; tolerance 1e-5 relative (float32 features by hand)."""
+    ex = "06.1"
+    if answer is None:
+        return _unanswered(ex, "centroid_distance", strict)
+    got = _number(answer)
+    if got is None:
+        return _result(ex, "fail", f"expected a number, got {type(answer).__name__}.", strict)
+    want = _gap(sketch_feats, sketch_labels, photo_feats, photo_labels)["centroid_distance"]
+    n_classes = len(set(np.asarray(sketch_labels).tolist()) & set(np.asarray(photo_labels).tolist()))
+    if _close(got, want, 1e-5, 1e-6):
+        return _result(ex, "pass", f"{got:.4f}, as domain_gap (mean over {n_classes} classes).", strict)
+    xs, xp = _unit(sketch_feats), _unit(photo_feats)
+    ls, lp = np.asarray(sketch_labels), np.asarray(photo_labels)
+    shared = sorted(set(ls.tolist()) & set(lp.tolist()))
+    gaps = [xs[ls == c].mean(0) - xp[lp == c].mean(0) for c in shared]
+    slips = {
+        "squared distances: take the norm, not its square": float(np.mean([(d * d).sum() for d in gaps])),
+        "the distance between the two domains' overall means: one centroid per class and domain": float(
+            np.linalg.norm(xs.mean(0) - xp.mean(0))
+        ),
+        "raw features: L2-normalise each feature first": _gap(
+            sketch_feats, sketch_labels, photo_feats, photo_labels, normalize=False
+        )["centroid_distance"],
+    }
+    hint = next((f" Looks like {what}." for what, v in slips.items() if _close(got, v, 1e-5, 1e-6)), "")
+    return _result(ex, "fail", f"{got:.6g}, domain_gap gives {want:.6g}.{hint}", strict)
+
+
+def _same(a: float | None, b: float) -> bool:
+    if a is None:
+        return False
+    return (math.isnan(a) and math.isnan(b)) or _close(a, b, 1e-5, 1e-9)
+
+
+def check_dispersion(
+    answer: Mapping[str, float] | None,
+    sketch_feats: Any,
+    sketch_labels: Any,
+    photo_feats: Any,
+    photo_labels: Any,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 06.2: ``{"sketch": ..., "photo": ...}`` mean distance to the class centroid (L2-normalised
+    features; classes with one sample skipped, NaN when none is left), against ``domain_gap``'s
+    ``sketch_dispersion`` / ``photo_dispersion``; tolerance 1e-5 relative (float32 features by hand)."""
+    ex = "06.2"
+    if answer is None:
+        return _unanswered(ex, "dispersion", strict)
+    if not isinstance(answer, Mapping) or set(answer) != {"sketch", "photo"}:
+        keys = sorted(answer) if isinstance(answer, Mapping) else type(answer).__name__
+        return _result(ex, "fail", f"expected a dict with keys ['photo', 'sketch'], got {keys}.", strict)
+    gap = _gap(sketch_feats, sketch_labels, photo_feats, photo_labels)
+    want = {"sketch": gap["sketch_dispersion"], "photo": gap["photo_dispersion"]}
+    got = {d: _number(v) for d, v in answer.items()}
+    off = [d for d in ("sketch", "photo") if not _same(got[d], want[d])]
+    if not off:
+        shown = ", ".join(f"{d} {want[d]:.4f}" for d in ("sketch", "photo"))
+        why = " (NaN: no class has two sketches, so DSN's second claim cannot be measured here)"
+        return _result(ex, "pass", f"{shown}{why if math.isnan(want['sketch']) else ''}.", strict)
+    feats = {"sketch": (sketch_feats, sketch_labels), "photo": (photo_feats, photo_labels)}
+    hints = []
+    for d in off:
+        x, lab = _unit(feats[d][0]), np.asarray(feats[d][1])
+        per = {c: np.linalg.norm(x[lab == c] - x[lab == c].mean(0), axis=1) for c in np.unique(lab)}
+        if _same(got[d], float(np.mean([v.mean() for v in per.values()]))):
+            hints.append(
+                f"{d}: classes with one sample count as 0 here; a single sample is its own centroid, skip it"
+            )
+        elif _same(
+            got[d], float(np.mean([(v * v).mean() for v in per.values() if len(v) > 1] or [math.nan]))
+        ):
+            hints.append(f"{d}: squared distances; take the distance itself")
+    parts = "; ".join(f"{d}: {got[d]!r} vs {want[d]:.6g}" for d in off)
+    return _result(ex, "fail", f"{parts}.{' Looks like ' + '; '.join(hints) + '.' if hints else ''}", strict)
+
+
+def check_mmd2(answer: float | None, x: Any, y: Any, *, strict: bool | None = None) -> CheckResult:
+    """Exercise 06.3: the unbiased RBF MMD² between ``x`` and ``y`` with the median-heuristic bandwidth,
+    against :func:`~dsn_lab.analysis.rbf_mmd2`; tolerance 1e-5 relative + 1e-6 absolute (float32 by hand).
+    The median of the distances passes too (it differs from rbf_mmd2's root of the median squared distance
+    only for an even number of pairs)."""
+    ex = "06.3"
+    if answer is None:
+        return _unanswered(ex, "mmd2_by_hand", strict)
+    got = _number(answer)
+    if got is None:
+        return _result(ex, "fail", f"expected a number, got {type(answer).__name__}.", strict)
+    want, _, sigma = rbf_mmd2(x, y)
+    if _close(got, want, 1e-5, 1e-6):
+        return _result(
+            ex,
+            "pass",
+            f"{got:.6f}, as rbf_mmd2 (median bandwidth sigma = {sigma:.4f}, {len(x)} + {len(y)}).",
+            strict,
+        )
+    z = np.concatenate([_np64(x), _np64(y)])
+    n = len(x)
+    d2 = np.maximum((z * z).sum(1)[:, None] + (z * z).sum(1)[None, :] - 2 * z @ z.T, 0.0)
+
+    def biased(k: np.ndarray) -> float:
+        return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+
+    off_diag = d2[np.triu_indices(len(z), k=1)]
+    # the median of the distances themselves: rbf_mmd2 takes the root of the median squared distance, the
+    # same number unless the count of pairs is even (then the two middle values are averaged differently)
+    alt = float(np.median(np.sqrt(off_diag)))
+    if alt > 0 and _close(got, rbf_mmd2(x, y, bandwidth=alt)[0], 1e-5, 1e-6):
+        return _result(
+            ex,
+            "pass",
+            f"{got:.6f}, as rbf_mmd2 with your bandwidth {alt:.4f}, the median of the distances (rbf_mmd2: "
+            f"{want:.6f} with sigma = {sigma:.4f}, the root of the median squared distance).",
+            strict,
+        )
+    slips = {
+        "the biased estimate (i = j terms kept): leave out the diagonal of k(x, x) and k(y, y)": biased(
+            np.exp(-d2 / (2 * sigma**2))
+        ),
+        "exp(-d²/sigma²): the kernel is exp(-d²/(2 sigma²))": rbf_mmd2(x, y, bandwidth=sigma / math.sqrt(2))[
+            0
+        ],
+        "sigma = the median squared distance: take the median distance": rbf_mmd2(
+            x, y, bandwidth=max(float(np.median(off_diag)), 1e-12)
+        )[0],
+        "the median over all pairs, i = j included: use distinct pairs only": rbf_mmd2(
+            x, y, bandwidth=max(float(np.sqrt(np.median(d2))), 1e-12)
+        )[0],
+    }
+    hint = next((f" Looks like {what}." for what, v in slips.items() if _close(got, v, 1e-5, 1e-6)), "")
+    return _result(ex, "fail", f"{got:.6g}, rbf_mmd2 gives {want:.6g} (sigma = {sigma:.4f}).{hint}", strict)
+
+
+def check_nn_agreement(
+    answer: float | None,
+    sketch_feats: Any,
+    sketch_labels: Any,
+    photo_feats: Any,
+    photo_labels: Any,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 06.4: the share of sketches whose nearest photo (Euclidean, L2-normalised features) has
+    their class, against ``domain_gap(...)["cross_domain_nn_agreement"]``; tolerance 1e-9."""
+    ex = "06.4"
+    if answer is None:
+        return _unanswered(ex, "nn_agreement", strict)
+    got = _number(answer)
+    if got is None:
+        return _result(ex, "fail", f"expected a number, got {type(answer).__name__}.", strict)
+    want = _gap(sketch_feats, sketch_labels, photo_feats, photo_labels)["cross_domain_nn_agreement"]
+    n = len(np.asarray(sketch_labels))
+    if _close(got, want, 0.0, 1e-9):
+        shown = f"{round(got * n)} of {n} sketches find their class first"
+        return _result(ex, "pass", f"{got:.4f}: {shown}.", strict)
+    hint = ""
+    if _close(got, round(want * n), 0.0, 1e-9) and n > 1:
+        hint = " That is a count: divide by the number of sketches."
+    elif _close(got, 1 - want, 0.0, 1e-9):
+        hint = " That is the share whose nearest photo has another class."
+    return _result(ex, "fail", f"{got:.6g}, domain_gap gives {want:.6g}.{hint}", strict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 02 · model and losses
+# ---------------------------------------------------------------------------------------------------
+def _supcon_variants(features: Tensor, labels: Tensor, temperature: float) -> dict[str, float]:
+    """SupCon values of the usual slips, to recognise them: the anchor in its own denominator, the other
+    view of the same image as the only positive (SimCLR), the T / 0.07 factor left out."""
+    n, views = features.shape[:2]
+    f = torch.cat(torch.unbind(features.float(), dim=1))  # view-major, as SupConLoss
+    lab, idx = labels.reshape(-1).repeat(views), torch.arange(n).repeat(views)
+    eye = torch.eye(len(f), dtype=torch.bool)
+    logits = f @ f.T / temperature
+    pos = (lab[:, None] == lab[None, :]) & ~eye
+
+    def mean_loss(log_prob: Tensor, positives: Tensor, scale: float) -> float:
+        k = positives.sum(1)
+        per = -scale * torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / k.clamp(min=1)
+        return float(per[k > 0].mean())
+
+    own = logits - torch.logsumexp(logits.masked_fill(eye, -float("inf")), 1, keepdim=True)
+    with_self = logits - torch.logsumexp(logits, 1, keepdim=True)
+    same_image = (idx[:, None] == idx[None, :]) & ~eye
+    return {
+        "the anchor in its own denominator (leave a = i out of the sum)": mean_loss(
+            with_self, pos, temperature / 0.07
+        ),
+        "only the other view of the same image as positive (SimCLR): every same-class view is one": (
+            mean_loss(own, same_image, temperature / 0.07)
+        ),
+        "without the T / 0.07 factor in front": mean_loss(own, pos, 1.0),
+    }
+
+
+def check_supcon_by_hand(
+    answer: float | None,
+    features: Tensor,
+    labels: Tensor,
+    temperature: float,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 02.1: SupCon of ``features`` [N, views, D] (L2-normalised) at ``temperature`` by hand,
+    against :class:`~dsn_lab.losses.SupConLoss` (``base_temperature`` 0.07, as in training); tolerance 1e-4
+    relative."""
+    ex = "02.1"
+    if answer is None:
+        return _unanswered(ex, "supcon_by_hand", strict)
+    got = _as_float(answer)
+    with torch.no_grad():
+        want = float(SupConLoss(temperature, 0.07)(features, labels))
+        slips = _supcon_variants(features.detach().cpu(), labels.detach().cpu(), temperature)
+    if _close(got, want, 1e-4, 1e-6):
+        return _result(
+            ex, "pass", f"{got:.4f}, as SupConLoss({temperature:g}, base_temperature=0.07).", strict
+        )
+    hint = next((f" Looks like {what}." for what, v in slips.items() if _close(got, v, 1e-4, 1e-6)), "")
+    return _result(ex, "fail", f"{got:.6g}, SupConLoss gives {want:.6g}.{hint}", strict)
+
+
+def check_memory_loss(
+    answer: float | None,
+    bank: SketchMemory,
+    photo_feats: Tensor,
+    photo_labels: Tensor,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 02.2: the memory loss of ``photo_feats`` by hand, against ``bank.loss``; tolerance 1e-5."""
+    ex = "02.2"
+    if answer is None:
+        return _unanswered(ex, "memory_loss_by_hand", strict)
+    got = _as_float(answer)
+    p, lp = photo_feats.detach().float().cpu(), photo_labels.detach().long().cpu()
+    with torch.no_grad():
+        want = float(bank.loss(photo_feats.detach(), photo_labels))
+    n_in = int((bank.fill.cpu()[lp] > 0).sum())
+    if _close(got, want, 1e-5, 1e-6):
+        return _result(
+            ex,
+            "pass",
+            f"{got:.4f} = bank.loss (over the {n_in} of {len(lp)} photos whose class has sketches).",
+            strict,
+        )
+    slips: dict[str, float] = {}
+    mem, fill = bank.memory.detach().float().cpu(), bank.fill.cpu()
+    cos_centre, cos_slots = [], []
+    for i in range(len(lp)):
+        k = int(fill[lp[i]])
+        if k == 0:
+            cos_centre.append(0.0)
+            continue
+        slots = mem[lp[i], :k]
+        cos_centre.append(float(F.cosine_similarity(p[i : i + 1], slots.mean(0, keepdim=True))))
+        cos_slots.append(float(F.cosine_similarity(p[i : i + 1].expand_as(slots), slots).mean()))
+    if n_in:
+        slips["the mean cosine (the loss is 1 - that)"] = sum(cos_centre) / n_in
+        slips["the photos of empty classes counted (leave them out of the mean)"] = 1 - sum(cos_centre) / len(
+            lp
+        )
+        slips["the mean cosine to each slot (use the cosine to the centre, the mean of the slots)"] = 1 - sum(
+            cos_slots
+        ) / len(cos_slots)
+    hint = next((f" Looks like {what}." for what, v in slips.items() if _close(got, v, 1e-5, 1e-6)), "")
+    return _result(ex, "fail", f"{got:.6g}, bank.loss gives {want:.6g}.{hint}", strict)
+
+
+def changed_cells(before: SketchMemory, after: SketchMemory) -> set[tuple[int, int]]:
+    """The ``(class, slot)`` cells of ``memory`` whose content differs between two states of a bank."""
+    diff = (before.memory != after.memory).any(dim=2).nonzero().tolist()
+    return {(int(c), int(j)) for c, j in diff}
+
+
+def replaced_cells(
+    banks: Mapping[str, SketchMemory],
+    sketch_feats: Tensor,
+    sketch_labels: Tensor,
+    photo_feats: Tensor,
+    photo_labels: Tensor,
+) -> dict[str, set[tuple[int, int]]]:
+    """Per bank, the cells one ``update`` with these sketches and photos changes (on copies: the banks
+    themselves stay as they are)."""
+    out = {}
+    for name, bank in banks.items():
+        after = copy.deepcopy(bank)
+        after.update(sketch_feats, sketch_labels, photo_feats, photo_labels)
+        out[name] = changed_cells(bank, after)
+    return out
+
+
+def check_replaced_slots(
+    answer: Mapping[str, Iterable[tuple[int, int]]] | None,
+    banks: Mapping[str, SketchMemory],
+    sketch_feats: Tensor,
+    sketch_labels: Tensor,
+    photo_feats: Tensor,
+    photo_labels: Tensor,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 02.3: ``{bank name: {(class, slot), ...}}``, the cells of ``bank.memory`` one update
+    changes, against running the update on a copy of each bank (exact)."""
+    ex = "02.3"
+    if answer is None:
+        return _unanswered(ex, "changed", strict)
+    if not isinstance(answer, Mapping) or set(answer) != set(banks):
+        keys = sorted(answer) if isinstance(answer, Mapping) else type(answer).__name__
+        return _result(ex, "fail", f"expected a dict with keys {sorted(banks)}, got {keys}.", strict)
+    want = replaced_cells(banks, sketch_feats, sketch_labels, photo_feats, photo_labels)
+    try:
+        got = {k: {(int(c), int(j)) for c, j in v} for k, v in answer.items()}
+    except (TypeError, ValueError):
+        return _result(ex, "fail", "expected sets of (class, slot) pairs.", strict)
+    off = [f"{k}: {sorted(got[k])}, the update changes {sorted(want[k])}" for k in banks if got[k] != want[k]]
+    if off:
+        hint = ""
+        faithful = [k for k, b in banks.items() if b.faithful and got[k] != want[k]]
+        fixed = [k for k, b in banks.items() if not b.faithful]
+        if faithful and fixed and got[faithful[0]] == want[fixed[0]]:
+            hint = (
+                " The released rule writes memory[slot]: the whole row of the class *numbered* like the "
+                "slot, every slot of it, filled or not."
+            )
+        elif fixed and got[fixed[0]] != want[fixed[0]]:
+            hint = (
+                " The slot replaced is the one least similar (cosine) to the class's mean photo in the batch."
+            )
+        return _result(ex, "fail", "; ".join(off) + "." + hint, strict)
+    shown = "; ".join(f"{k} {sorted(v)}" for k, v in want.items())
+    return _result(ex, "pass", f"{shown}.", strict)
+
+
+def check_memory_gradient(
+    answer: Mapping[str, Tensor] | None,
+    banks: Mapping[str, SketchMemory],
+    photo_feats: Tensor,
+    photo_labels: Tensor,
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 02.4: ``{bank name: gradient [N, D] of bank.loss w.r.t. the photo features}`` derived by
+    hand, against autograd (zero where the loss does not require grad: the released, detached loss);
+    tolerance 1e-5 absolute + 1e-4 relative."""
+    ex = "02.4"
+    if answer is None:
+        return _unanswered(ex, "grads_by_hand", strict)
+    if not isinstance(answer, Mapping) or set(answer) != set(banks):
+        keys = sorted(answer) if isinstance(answer, Mapping) else type(answer).__name__
+        return _result(ex, "fail", f"expected a dict with keys {sorted(banks)}, got {keys}.", strict)
+    off, norms = [], []
+    for name, bank in banks.items():
+        f = photo_feats.detach().clone().float().requires_grad_(True)
+        loss = bank.loss(f, photo_labels)
+        want = torch.autograd.grad(loss, f)[0] if loss.requires_grad else torch.zeros_like(f)
+        got = torch.as_tensor(answer[name], dtype=torch.float32).detach().cpu()
+        if got.shape != want.shape:
+            off.append(f"{name}: shape {tuple(got.shape)}, expected {tuple(want.shape)} (one row per photo)")
+            continue
+        norms.append(f"{name} {want.norm():.4f}")
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            continue
+        what = f"{name}: |yours - autograd| = {(got - want).norm():.4g} (autograd norm {want.norm():.4g})"
+        if not want.any():
+            what += ". This loss is computed on detached features (bank.detach_loss): no gradient at all"
+        elif torch.allclose(got, -want, rtol=1e-4, atol=1e-5):
+            what += ". The sign is flipped: the loss is 1 - cos"
+        else:
+            k = int((bank.fill.cpu()[photo_labels.cpu().long()] > 0).sum())
+            if k > 1 and torch.allclose(got, want * k, rtol=1e-4, atol=1e-5):
+                what += (
+                    f". Off by the factor {k}: the loss is a mean over the photos whose class has sketches"
+                )
+        off.append(what)
+    if off:
+        return _result(ex, "fail", "; ".join(off) + ".", strict)
+    return _result(ex, "pass", f"as autograd; gradient norms {', '.join(norms)}.", strict)

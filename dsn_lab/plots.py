@@ -51,6 +51,8 @@ __all__ = [
     "plot_cid_mask_heatmap",
     "plot_ablations",
     "plot_architecture",
+    "plot_supcon_similarity",
+    "plot_memory_bank",
 ]
 
 DOMAIN_NAMES = ("sketch", "photo")
@@ -812,11 +814,14 @@ def plot_ablations(
         ax.barh(y, means, xerr=np.where(stds > 0, stds, np.nan), color=_DOMAIN_COLORS["photo"], capsize=3)
         ax.set_yticks(y, runs)
         ax.invert_yaxis()  # the first run (the baseline) on top
-        for yi, m in zip(y, means):
+        spread = np.where(stds > 0, stds, 0.0)
+        for yi, m, sd in zip(y, means, spread):
+            label = f"{m:.3f} ± {sd:.3f}" if sd > 0 else f"{m:.3f}"
+            # right of the error bar, so the label never sits on it
             ax.annotate(
-                f"{m:.3f}", (m, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small"
+                label, (m + sd, yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize="small"
             )
-        ax.set_xlim(0, max(float(np.nanmax(means + stds)) * 1.18, 1e-3))
+        ax.set_xlim(0, max(float(np.nanmax(means + spread)) * 1.3, 1e-3))
         ax.set_xlabel(xlabel or f"{metric} on the unseen classes")
         ax.set_title(title, fontsize="medium")
     return _finish(fig, save_to)
@@ -1103,4 +1108,308 @@ def plot_architecture(save_to: str | os.PathLike | None = None, *, cfg: DSNConfi
         ]
         fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False, fontsize=7.6)
         ax.set_title("DSN: one forward pass, four losses", fontsize="medium")
+    return _finish(fig, save_to)
+
+
+# ---------------------------------------------------------------------------------------------------
+# notebook 02: SupCon's similarity matrix and the sketch memory bank
+# ---------------------------------------------------------------------------------------------------
+def _domains01(domains: Any, n: int, name: str) -> np.ndarray:
+    d = _np(domains).reshape(-1)
+    if d.dtype.kind == "f":  # the step's float domain column
+        d = d.round().astype(int)
+    if d.shape[0] != n:
+        raise ValueError(f"{name}: {d.shape[0]} domains for {n} samples; pass one flag per sample (0/1).")
+    out = _domain_names(d)
+    bad = sorted(set(out.tolist()) - set(DOMAIN_NAMES))
+    if bad:
+        raise ValueError(f"{name}: domains must be 0/'sketch' or 1/'photo', found {bad}")
+    return out
+
+
+def plot_supcon_similarity(
+    codes: Any,
+    labels: Any,
+    domains: Any,
+    temperature: float = 0.07,
+    *,
+    base_temperature: float = 0.07,
+    value: str = "cosine",
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """What :class:`dsn_lab.losses.SupConLoss` sees, as a matrix: every view of every sample is an anchor
+    (a row) and is compared with every other view (a column).
+
+    ``codes``: ``[N, views, D]`` as SupCon takes them (or ``[N, D]``, one view), L2-normalised here as in
+    :func:`dsn_lab.step.dsn_step`; ``labels`` ``[N]``; ``domains`` ``[N]`` (0 sketch, 1 photo). Rows and
+    columns are grouped in blocks (sketch views, then photo views; the loss does not depend on the order).
+    ``value="cosine"`` shows :math:`z_i \\cdot z_a`; ``"softmax"`` shows
+    :math:`\\exp(z_i \\cdot z_a/T) / \\sum_{a' \\neq i} \\exp(z_i \\cdot z_{a'}/T)`, the probability whose
+    log the loss averages over the positives. Positives (same label: the other view of the same image,
+    and the other images of the class, sketch or photo) are circled; the anchor itself (left out of the
+    sum) is crossed. The right panel is each anchor's loss
+    :math:`-(T/T_{base})\\,\\mathrm{mean}_{p}\\log` softmax; the title gives their mean over the anchors
+    with a positive, which is SupConLoss's value.
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
+    if value not in ("cosine", "softmax"):
+        raise ValueError(f"plot_supcon_similarity: value must be 'cosine' or 'softmax', got {value!r}")
+    if temperature <= 0 or base_temperature <= 0:
+        raise ValueError(f"plot_supcon_similarity: temperatures must be > 0, got {temperature}")
+    z = _np(codes).astype(float)
+    if z.ndim == 2:
+        z = z[:, None, :]
+    if z.ndim != 3 or z.shape[0] == 0:
+        raise ValueError(
+            f"plot_supcon_similarity: codes must be [N, views, D] (as SupConLoss takes them), got {z.shape}"
+        )
+    n, views = z.shape[:2]
+    lab = _np(labels).reshape(-1)
+    if lab.shape[0] != n:
+        raise ValueError(f"plot_supcon_similarity: {lab.shape[0]} labels for {n} samples")
+    dom = _domains01(domains, n, "plot_supcon_similarity")
+    z = z / np.maximum(np.linalg.norm(z, axis=2, keepdims=True), 1e-12)
+
+    # rows: sketch views then photo views, each block in batch order
+    blocks = [(d, v) for d in DOMAIN_NAMES for v in range(views) if (dom == d).any()]
+    rows = [(i, v) for d, v in blocks for i in np.flatnonzero(dom == d)]
+    sample, view = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    f, row_lab = z[sample, view], lab[sample]
+    m = len(rows)
+    sim = f @ f.T
+    self_mask = np.eye(m, dtype=bool)
+    pos = (row_lab[:, None] == row_lab[None, :]) & ~self_mask
+    logits = np.where(self_mask, -np.inf, sim / temperature)
+    top = logits.max(1, keepdims=True)
+    log_prob = logits - (top + np.log(np.exp(logits - top).sum(1, keepdims=True)))
+    n_pos = pos.sum(1)
+    per_anchor = (
+        -(temperature / base_temperature) * np.where(pos, log_prob, 0.0).sum(1) / np.maximum(n_pos, 1)
+    )
+    has_pos = n_pos > 0
+    loss = float(per_anchor[has_pos].mean()) if has_pos.any() else 0.0
+    shown = np.where(self_mask, np.nan, sim if value == "cosine" else np.exp(log_prob))
+
+    def name(label: Any) -> str:
+        return str(class_names[int(label)]) if class_names is not None else str(label)
+
+    side = min(max(0.3 * m + 2.2, 4.5), 8.5)
+    with style_context():
+        fig = _new_figure((side + 2.4, side))
+        ax, ax_loss = fig.subplots(1, 2, width_ratios=[side, 1.6])
+        cmap = mpl.colormaps["RdBu_r" if value == "cosine" else "viridis"].with_extremes(bad="#d9d9d9")
+        norm = Normalize(-1, 1) if value == "cosine" else Normalize(0, np.nanmax(shown))
+        img = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+        bar = fig.colorbar(
+            img,
+            ax=ax,
+            location="bottom",
+            shrink=0.6,
+            pad=0.01,
+            label="cosine z_i·z_a" if value == "cosine" else "softmax over a ≠ i at T",
+        )
+        bar.ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(5))
+        pi, pj = np.nonzero(pos)
+        ms = max(12.0, min(70.0, 2600.0 / m**2 * 4))
+        # black under white: a circle that shows on dark and on light cells
+        ax.scatter(pj, pi, s=ms, facecolors="none", edgecolors="black", linewidths=2.4)
+        ax.scatter(pj, pi, s=ms, facecolors="none", edgecolors="white", linewidths=1.0, label="positive")
+        si = np.arange(m)
+        ax.scatter(si, si, s=ms * 0.7, marker="x", color="#555555", linewidths=1.0, label="self (left out)")
+        # block boundaries: solid between domains, dotted between views
+        bounds, centres, texts = [], [], []
+        start = 0
+        for d, v in blocks:
+            size = int((dom == d).sum())
+            centres.append(start + (size - 1) / 2)
+            texts.append((f"{d}\nview {v + 1}" if views > 1 else d, _DOMAIN_COLORS[d]))
+            start += size
+            bounds.append((start - 0.5, v == views - 1))
+        for b, domain_end in bounds[:-1]:
+            style = dict(color="black", lw=1.6) if domain_end else dict(color="#444444", lw=0.8, ls=":")
+            ax.axhline(b, **style)
+            ax.axvline(b, **style)
+        labels_txt = [name(v) for v in row_lab]
+        fs = 7 if m <= 24 else 5.5
+        ax.set_xticks(range(m), labels_txt, fontsize=fs, rotation=90 if m > 12 or class_names else 0)
+        ax.set_yticks(range(m), labels_txt, fontsize=fs)
+        ax.set_xlabel("compared view a (class)")
+        ax.set_ylabel("anchor i (class)")
+        top_ax = ax.secondary_xaxis("top")
+        top_ax.set_xticks(centres, [t for t, _ in texts], fontsize=8)
+        for tick, (_, color) in zip(top_ax.get_xticklabels(), texts):
+            tick.set_color(color)
+        top_ax.tick_params(length=0)
+        ax.grid(False)
+
+        bar_colors = [_DOMAIN_COLORS[dom[i]] for i in sample]
+        ax_loss.barh(np.arange(m), np.where(has_pos, per_anchor, 0.0), color=bar_colors, height=0.75)
+        ax_loss.axvline(loss, color="black", lw=1.0, ls="--", label=f"mean {loss:.3f}")
+        ax_loss.set_xlabel("loss of anchor i")
+        ax_loss.yaxis.tick_right()
+        ax_loss.set_yticks(centres, [t for t, _ in texts], fontsize=8)
+        for tick, (_, color) in zip(ax_loss.get_yticklabels(), texts):
+            tick.set_color(color)
+        ax_loss.tick_params(axis="y", length=0, labelright=True, labelleft=False)
+        ax_loss.set_ylim(m - 0.5, -0.5)
+        ax_loss.grid(axis="y", visible=False)
+        handles, names_ = ax.get_legend_handles_labels()
+        handles[0] = Line2D([], [], ls="none", marker="o", mfc="white", mec="black", mew=1.2, ms=8)
+        h2, n2 = ax_loss.get_legend_handles_labels()
+        fig.legend(handles + h2, names_ + n2, loc="outside upper center", ncol=3, frameon=False, fontsize=8)
+        what = f"SupCon: {n} samples × {views} views, T = {temperature:g}"
+        ax.set_title(title or f"{what}: loss {loss:.3f} (mean of the bars)", fontsize="medium")
+    return _finish(fig, save_to)
+
+
+def _bank_arrays(bank: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(memory [C, S, D], fill [C]) of a SketchMemory, a copy of one, or its state_dict."""
+    if isinstance(bank, Mapping):
+        mem, fill = bank.get("memory"), bank.get("fill")
+    else:
+        mem, fill = getattr(bank, "memory", None), getattr(bank, "fill", None)
+    if mem is None or fill is None:
+        raise TypeError(
+            f"plot_memory_bank: {name} must be a dsn_lab.memory.SketchMemory (or its state_dict), got "
+            f"{type(bank).__name__}; snapshot one before an update with copy.deepcopy(bank)."
+        )
+    mem, fill = _np(mem).astype(float), _np(fill).astype(int).reshape(-1)
+    if mem.ndim != 3 or fill.shape[0] != mem.shape[0]:
+        raise ValueError(f"plot_memory_bank: {name}: memory {mem.shape} and fill {fill.shape} do not match")
+    return mem, fill
+
+
+def plot_memory_bank(
+    memory: Any,
+    before: Any = None,
+    *,
+    names: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    classes: Sequence[int] | None = None,
+    max_classes: int = 20,
+    title: str | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """The slots of a :class:`dsn_lab.memory.SketchMemory`: one row per class, one cell per slot.
+
+    A slot is filled when its index is below the class's ``fill`` count (the rule of the bank: the centre
+    is the mean of the first ``fill[c]`` slots). ``names`` (``{"e1": vector, ...}``) labels a slot holding
+    one of those vectors; other filled slots show their cosine to the class centre. ``before``: the bank
+    before an update (``copy.deepcopy(bank)``); the slots whose content changed are outlined, labelled
+    ``old → new``: *added* (was empty), *replaced* (held a sketch), or *written, unused* (beyond ``fill``:
+    the released row overwrite also writes the unused slots of the row it hits). ``memory`` may be a
+    mapping ``{title: bank}`` (then ``before`` too, same keys) to compare banks side by side, e.g. the
+    faithful and the fixed update rules. Rows: ``classes``, else the first ``max_classes``.
+    """
+    from matplotlib.patches import Patch, Rectangle
+
+    panels = dict(memory) if isinstance(memory, Mapping) and "memory" not in memory else {"": memory}
+    if before is None:
+        befores: dict[str, Any] = dict.fromkeys(panels)
+    elif len(panels) > 1 or panels.keys() != {""}:
+        if not isinstance(before, Mapping) or set(before) != set(panels):
+            raise ValueError(
+                "plot_memory_bank: with several banks, pass before= as a dict with the same keys"
+            )
+        befores = dict(before)
+    else:
+        befores = {"": before}
+    arrays = {k: _bank_arrays(b, f"memory[{k!r}]" if k else "memory") for k, b in panels.items()}
+    olds = {k: _bank_arrays(b, "before") if b is not None else None for k, b in befores.items()}
+    c_num, slots, _ = next(iter(arrays.values()))[0].shape
+    for k, (mem, _) in arrays.items():
+        old = olds[k]
+        if mem.shape[:2] != (c_num, slots) or (old is not None and old[0].shape != mem.shape):
+            raise ValueError(f"plot_memory_bank: banks of different shapes ({k or 'memory'} vs the others)")
+    shown = list(classes) if classes is not None else list(range(min(c_num, max_classes)))
+    named = [(str(k), _np(v).astype(float).reshape(-1)) for k, v in (names or {}).items()]
+
+    def label_of(vec: np.ndarray) -> str | None:
+        for key, v in named:
+            if v.shape == vec.shape and np.allclose(v, vec, atol=1e-6):
+                return key
+        return None
+
+    edge = {"replaced": "#e66100", "added": "#1a85ff", "written, unused": "#8f8f8f"}
+    cell_w, cell_h = (0.95 if slots <= 4 else 0.62), 0.36
+    width = len(panels) * (cell_w * slots + 1.5) + 0.6
+    with style_context():
+        fig = _new_figure((max(width, 4.5), cell_h * len(shown) + 1.7))
+        axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+        for ax, (key, (mem, fill)) in zip(axes, arrays.items()):
+            old = olds[key]
+            for r, c in enumerate(shown):
+                filled_n = int(fill[c])
+                centre = mem[c, :filled_n].mean(0) if filled_n else None
+                for j in range(slots):
+                    filled = j < filled_n
+                    rect = Rectangle(
+                        (j, r), 1, 1, facecolor="#f6d5da" if filled else "white", edgecolor="#999999", lw=0.8
+                    )
+                    rect.set_gid("filled" if filled else "empty")
+                    ax.add_patch(rect)
+                    vec = mem[c, j]
+                    text = label_of(vec) if filled else None
+                    if filled and text is None and centre is not None:
+                        den = np.linalg.norm(vec) * np.linalg.norm(centre)
+                        text = f"cos {vec @ centre / den:.2f}" if den > 0 else "0"
+                    change = None
+                    if old is not None and not np.allclose(old[0][c, j], vec, atol=1e-7):
+                        was_filled = j < int(old[1][c])
+                        change = (
+                            "replaced" if filled and was_filled else "added" if filled else "written, unused"
+                        )
+                        before_txt = label_of(old[0][c, j]) if was_filled else "empty"
+                        new_txt = label_of(vec) or ("sketch" if filled else "?")
+                        text = f"{before_txt or 'sketch'}→{new_txt}"
+                        mark = Rectangle(
+                            (j + 0.05, r + 0.08), 0.9, 0.84, facecolor="none", edgecolor=edge[change], lw=2.2
+                        )
+                        mark.set_gid(change)
+                        ax.add_patch(mark)
+                    if text is None and not filled:
+                        text = "empty"
+                    ax.text(
+                        j + 0.5,
+                        r + 0.5,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=8.5 if slots <= 4 else 6.5,
+                        color="#222222" if filled else "#8f8f8f",
+                    )
+                ax.text(slots + 0.12, r + 0.5, f"{filled_n}/{slots}", ha="left", va="center", fontsize=8.5)
+            ax.set_xlim(-0.05, slots + 0.8)
+            ax.set_ylim(len(shown) + 0.05, -0.05)
+            ax.set_xticks(np.arange(slots) + 0.5, [str(j) for j in range(slots)], fontsize=8.5)
+            ax.set_yticks(
+                np.arange(len(shown)) + 0.5,
+                [str(class_names[c]) if class_names is not None else f"class {c}" for c in shown],
+                fontsize=8.5,
+            )
+            ax.tick_params(length=0)
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            ax.set_xlabel("slot (right: filled / slots)", fontsize=8)
+            total = int(fill.sum())
+            head = f"{key}: " if key else ""
+            more = f" (first {len(shown)} of {c_num} classes)" if len(shown) < c_num else ""
+            ax.set_title(f"{head}{total} of {c_num * slots} slots filled{more}", fontsize=9)
+        handles = [
+            Patch(facecolor="#f6d5da", edgecolor="#999999", label="filled (in the centre)"),
+            Patch(facecolor="white", edgecolor="#999999", label="empty"),
+        ]
+        seen = {p.get_gid() for ax in axes for p in ax.patches}
+        handles += [Patch(facecolor="none", edgecolor=e, lw=2, label=k) for k, e in edge.items() if k in seen]
+        fig.legend(
+            handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8.5
+        )
+        if title:
+            fig.suptitle(title, fontsize="medium", fontweight="bold")
     return _finish(fig, save_to)

@@ -15,10 +15,13 @@
 #
 # 1. the conditional SE block's source, and that flipping the domain flag changes the features;
 # 2. the output heads and their shapes;
-# 3. each loss evaluated on toy tensors next to its formula;
-# 4. the sketch memory bank filling up step by step;
+# 3. every loss as an equation, each symbol mapped to its config field and the function computing it,
+#    then evaluated on toy tensors; SupCon's similarity matrix with its positives marked;
+# 4. the sketch memory bank filling up step by step, drawn slot by slot;
 # 5. the two quirks of the released code, side by side with the corrected version — above all,
-#    **the released memory loss has zero gradient**, shown with autograd.
+#    **the released memory loss has zero gradient**, shown with autograd;
+# 6. four exercises with checks: SupCon and the memory loss by hand, which slot a new sketch replaces,
+#    and the memory loss's gradient.
 #
 # Everything runs on the CPU in well under a minute (random weights, small images).
 
@@ -176,15 +179,55 @@ for name, module in model.named_children():
     print(f"{name:12s} {type(module).__name__:20s} {n:>12,d} parameters")
 
 # %% [markdown]
-# ## 3. The losses on toy tensors
+# ## 3. The objective, term by term
+#
+# One training step (`dsn_lab.step.dsn_step`, the function the trainer calls) minimises
+#
+# $$\mathcal{L} = w_{ce}\,\mathcal{L}_{CE} + w_{kd}\,\mathcal{L}_{KD} + w_{con}\,\mathcal{L}_{SupCon}
+# + w_{mem}\,\mathcal{L}_{mem}$$
+#
+# over a batch of $S$ sketches and $P$ photos, each also seen in augmented views. A term switched off
+# (`use_kd`, `use_contrastive`, `use_memory` = False) is not computed at all (KD is also skipped when
+# `w_kd = 0`). Each symbol, its field of `DSNConfig` (`dsn_lab/config.py`) and where it is computed:
+#
+# | symbol | what it is | config field | computed by |
+# |---|---|---|---|
+# | $w_{ce}, w_{kd}, w_{con}, w_{mem}$ | weight of each term | `w_ce`, `w_kd`, `w_contrastive`, `w_memory` | `step.dsn_step` (the weighted sum) |
+# | $S$, $P$ | sketches, photos per batch | `sketches_per_batch`, `photos_per_batch` | the paired loader |
+# | $\ell_i$, $y_i$ | class logits of image $i$ (from its code), its label among the $C$ seen classes | `classifier_scale` (None: linear, $s$: $s\cos(w_c, h_i)$) | `DSNModel.forward` |
+# | $d_i$ | domain flag, 0 sketch, 1 photo | — | the domain column of `dsn_step` |
+# | $q_i$, $t_i$ | student's KD distribution (softmax of its KD head), teacher's ImageNet logits | `teacher` | `DSNOutput.kd_logits`, `model.build_teacher` |
+# | $\lambda$ | scale of the teacher logits | `kd_lambda` | `losses.sake_kd_loss` |
+# | $\beta$, $m_{c}$ | weight of, and row $c$ of, the WordNet `cid_mask` | `kdneg` | `sake_kd_loss`; the table: `semantics.cid_mask_for` |
+# | $\sum_i d_i$ | rows KD averages over | `kd_domains` (`"photo"`: $d_i$; `"both"`: every row) | `dsn_step` |
+# | $z_i$ | L2-normalised code of one augmented view | `augment_views`, `contrastive_dim` (a projection head first) | `dsn_step` |
+# | $\tau$, $\tau_b$ | SupCon temperature, base temperature (0.07, fixed as released) | `temperature` | `losses.SupConLoss` |
+# | $f_i$ | pooled backbone feature | `backbone` | `DSNOutput.features` |
+# | $K$, $\bar m_c$ | sketch slots per class, centre of class $c$'s filled slots | `memory_slots` | `memory.SketchMemory` |
+# | — | gradient of $\mathcal{L}_{mem}$; where a replacement is written | `memory_grad`, `memory_row_overwrite` (follow `faithful`) | `SketchMemory(detach_loss=…, faithful=…)` |
+#
+# ### Cross-entropy
+#
+# On the class logits of the *un-augmented* sketches and photos together ($N = S + P$ images):
+#
+# $$\mathcal{L}_{CE} = -\frac{1}{N}\sum_{i=1}^{N}\log\frac{\exp \ell_{i,y_i}}{\sum_{c=1}^{C}\exp \ell_{i,c}}$$
+#
+# `F.cross_entropy(logits[:n], labels)` in `dsn_step`.
 #
 # ### Supervised contrastive loss (SupCon, Khosla et al. 2020)
 #
 # On the L2-normalised codes $z$ of two augmented views of every sketch and photo (positives: same class,
 # whatever the domain), with temperature $\tau = 0.07$:
 #
-# $$\mathcal{L}_{SupCon} = \frac{1}{|A|}\sum_{i\in A} \frac{-1}{|P(i)|}\sum_{p\in P(i)}
+# $$\mathcal{L}_{SupCon} = \frac{1}{|A|}\sum_{i\in A} \frac{-\tau/\tau_b}{|P(i)|}\sum_{p\in P(i)}
 # \log\frac{\exp(z_i\cdot z_p/\tau)}{\sum_{a\neq i}\exp(z_i\cdot z_a/\tau)}$$
+#
+# Every view of every image is an anchor $i$; $P(i)$ are the other views with its label (the other view of
+# the same image, and every view of the other images of its class, sketch or photo); the denominator runs
+# over all views but $i$ itself; $A$ are the anchors with at least one positive. $\tau$ is `temperature`;
+# the base temperature $\tau_b$ stays 0.07 whatever `temperature` is (the released code passes only
+# `--temperature`), so another $\tau$ also rescales the term. `losses.SupConLoss`, called in `dsn_step` on
+# the codes `code[n:]` of the views.
 #
 # It pulls same-class sketches and photos together and pushes other classes apart: the main tool DSN
 # uses to *smooth the domain gap*. Below: well-clustered features give a much lower loss than random ones.
@@ -204,6 +247,20 @@ print(f"SupCon, features clustered by class: {supcon(clustered, labels).item():.
 print(f"SupCon, random features:             {supcon(random_feats, labels).item():.3f}")
 
 # %% [markdown]
+# **The matrix SupCon reads.** Rows are anchors, columns the views they are compared with, in blocks:
+# sketches (view 1, view 2) then photos. Circles mark each anchor's positives, crosses the anchor itself
+# (left out of the denominator). The clustered features: every circle sits on a dark red cell (cosine near
+# 1), whatever the block — a sketch's positives include the photos of its class. The bars on the right are
+# each anchor's term; their mean is the loss printed above. Try `value="softmax"` to see the probabilities
+# $\exp(z_i\cdot z_a/\tau)/\sum_{a'\neq i}\exp(z_i\cdot z_{a'}/\tau)$ whose logs the loss averages.
+
+# %%
+from dsn_lab.plots import plot_supcon_similarity
+
+domains = torch.tensor([0, 1, 0, 1, 0, 1])  # sketch, photo of each class
+plot_supcon_similarity(clustered, labels, domains, temperature=0.07)
+
+# %% [markdown]
 # ### SAKE knowledge distillation
 #
 # The student's KD head $q = \mathrm{softmax}(\text{student logits})$ learns the teacher's ImageNet
@@ -214,7 +271,11 @@ print(f"SupCon, random features:             {supcon(random_feats, labels).item(
 # -\,\mathrm{softmax}\big(\lambda\, t_i + \beta\, m_{c_i}\big)_k \log q_{ik},\qquad \lambda = 1,\ \beta = 0.3$$
 #
 # where $d_i$ is the domain flag: as in the released code, **only photos** count (the teacher never saw
-# sketches). Changing a sketch's student logits leaves the loss unchanged:
+# sketches; `kd_domains = "both"` averages over all $N$ rows instead). $\lambda$ is `kd_lambda`, $\beta$
+# is `kdneg` (0: plain distillation), $t_i$ the frozen teacher's logits on the same un-augmented image,
+# $m_{c_i}$ the `cid_mask` row of its class (`dsn_step` indexes the $[C, 1000]$ table by label).
+# `losses.sake_kd_loss(student, teacher, domain, cid_rows, kd_lambda, kdneg)` computes it. Changing a
+# sketch's student logits leaves the loss unchanged:
 
 # %%
 from dsn_lab.losses import sake_kd_loss
@@ -308,33 +369,42 @@ table.round(4)
 #
 # $$\mathcal{L}_{mem} = 1 - \frac{1}{|P'|}\sum_{p\in P'} \cos\big(f_p,\ \bar m_{c_p}\big)$$
 #
-# over the photos $P'$ whose class has entries. While a class has free slots, new sketches go in; once
-# it is full, a new sketch replaces the stored one *least* similar to this batch's mean photo of the class,
-# if it is more similar. The bank is flushed every epoch.
+# over the photos $P'$ whose class has entries, with $\bar m_c = \frac{1}{n_c}\sum_{j < n_c} M_{c,j}$ the
+# mean of the $n_c$ filled slots of class $c$ (the bank $M$ is $C \times K \times$ feature size, $K$ =
+# `memory_slots`). While a class has free slots, new sketches go in; once it is full, a new sketch replaces
+# the stored one *least* similar to this batch's mean photo of the class, if it is more similar. The bank
+# is flushed every epoch (`memory_flush`). `SketchMemory.update` (the un-augmented pooled sketch
+# features, the batch's photos as the reference) and `SketchMemory.loss` compute it, both called in
+# `dsn_step`; `memory_grad` decides whether $f_p$ keeps its gradient, `memory_row_overwrite` which cell a
+# replacement is written to (section 5).
 #
-# A toy bank: 3 classes, 2 slots, 4-d features.
+# A toy bank: 3 classes, 2 slots, 4-d features. Each cell of the figure is a slot, labelled with the
+# sketch it holds (pink: filled, in the centre); an outline marks what an update changed.
 
 # %%
+import copy
+
 from dsn_lab.memory import SketchMemory
-
-
-def show(bank, title):
-    centres, valid = bank.centers()
-    print(f"--- {title}: fill per class {bank.fill.tolist()}")
-    for c in range(bank.num_classes):
-        print(
-            f"  class {c}: slots {bank.memory[c].numpy().round(2).tolist()}  centre "
-            f"{centres[c].numpy().round(2).tolist() if valid[c] else '-'}"
-        )
-
+from dsn_lab.plots import plot_memory_bank
 
 e = torch.eye(4)
+names = {f"e{i}": e[i] for i in range(4)}  # label the slots by the sketch they hold
 bank = SketchMemory(num_classes=3, slots=2, dim=4)
+empty = copy.deepcopy(bank)
 photos, photo_labels = torch.stack([e[0] + e[1], e[2]]), torch.tensor([0, 1])
 bank.update(torch.stack([e[0], e[3]]), torch.tensor([0, 0]), photos, photo_labels)
-show(bank, "step 1: two sketches of class 0 fill its two slots")
+step1 = copy.deepcopy(bank)
 bank.update(torch.stack([e[1]]), torch.tensor([0]), photos, photo_labels)
-show(bank, "step 2: class 0 is full; the new sketch e1 is closer to class 0's photo (e0+e1) than e3")
+plot_memory_bank(
+    {"step 1: e0, e3 of class 0": step1, "step 2: e1 of class 0": bank},
+    {"step 1: e0, e3 of class 0": empty, "step 2: e1 of class 0": step1},
+    names=names,
+)
+
+# %% [markdown]
+# Step 1: two sketches of class 0 fill its two free slots (blue: added). Step 2: class 0 is full, so the
+# new sketch `e1` competes with the stored ones for this batch's photo of class 0, `e0 + e1`: `e3`
+# (cosine 0) is the least similar and `e1` (cosine 0.71) beats it, so `e1` replaces `e3` (orange).
 
 # %% [markdown]
 # ## 5. Faithful vs fixed: two quirks of the released code
@@ -354,14 +424,16 @@ banks = {
 for bank in banks.values():
     bank.update(torch.stack([e[0], e[3]]), torch.tensor([0, 0]), photos, photo_labels)
     bank.update(torch.stack([e[2]]), torch.tensor([1]), photos, photo_labels)
+before = {mode: copy.deepcopy(bank) for mode, bank in banks.items()}
+for bank in banks.values():
     bank.update(torch.stack([e[1]]), torch.tensor([0]), photos, photo_labels)
-for mode, bank in banks.items():
-    show(bank, mode)
+plot_memory_bank(banks, before, names=names, title="the third update (e1 of class 0), two rules")
 
 # %% [markdown]
 # In the faithful bank, slot 1 of class 0 (the least similar, `e3`) was meant to be replaced; instead
-# the whole row of class **1** was overwritten with `e1`, erasing class 1's sketch `e2`, while class 0
-# keeps `e3`.
+# the whole row of class **1** was overwritten with `e1`, erasing class 1's sketch `e2` (orange), and
+# `e1` also went into class 1's unused slot (grey: beyond its fill count, so not in its centre), while
+# class 0 keeps `e3`. The fixed bank replaces exactly slot 1 of class 0.
 #
 # **Quirk 2 — the released memory loss has no gradient.** The released code computes the loss on
 # *detached* features: it adds a constant to the total and never moves the network. Autograd shows it:
@@ -399,6 +471,127 @@ for mode, bank in banks.items():
 
 # %%
 print(inspect.getsource(SketchMemory.loss))
+
+# %% [markdown]
+# ## 6. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/02_model_and_losses_solutions.py`; try first. Write the
+# losses yourself here (loops or tensor operations, `torch.nn.functional.cosine_similarity` allowed), not
+# with the package's classes: the checks call those.
+
+# %%
+from dsn_lab import exercises as ex
+
+# %% [markdown]
+# ### Exercise 02.1 · SupCon by hand
+#
+# Compute SupCon from its equation (section 3) for the batch below: `feats_ex`, the L2-normalised codes of
+# 8 images (4 classes, a sketch and a photo of each) in 2 views, shape `[8, 2, 16]`, labels `labels_ex`,
+# at $\tau$ = `T_EX` = 0.1 (so the factor $\tau/\tau_b$, $\tau_b = 0.07$, matters). First list, for anchor
+# "view 1 of image 0", its positives and the terms of its denominator. The check compares with
+# `SupConLoss(T_EX, base_temperature=0.07)` (tolerance 1e-4 relative) and recognises the usual slips; the
+# figure after it shows the matrix and each anchor's term.
+
+# %%
+g_ex = torch.Generator().manual_seed(2)
+labels_ex = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+domains_ex = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # four sketches, then four photos
+class_dirs = torch.randn(4, 16, generator=g_ex)
+noise = 0.8 * torch.randn(8, 2, 16, generator=g_ex)
+feats_ex = F.normalize(class_dirs[labels_ex][:, None, :] + noise, dim=-1)  # [8, 2, 16]
+T_EX = 0.1
+
+# %% tags=["exercise"]
+# Exercise 02.1
+supcon_by_hand = None  # YOUR CODE HERE: SupCon of feats_ex, labels_ex at T_EX, written from the equation
+
+# %%
+ex.check_supcon_by_hand(supcon_by_hand, feats_ex, labels_ex, T_EX)
+
+# %%
+plot_supcon_similarity(feats_ex, labels_ex, domains_ex, temperature=T_EX)
+
+# %% [markdown]
+# ### Exercise 02.2 · The memory loss by hand
+#
+# A bank of 3 classes × 3 slots of 6-d sketch features, filled by one update: class 0 holds 3 sketches,
+# class 1 one, class 2 none. Five photo features `photo_feats_ex` with labels `photo_labels_ex` (one of
+# class 2). Compute $\mathcal{L}_{mem}$ (section 4) for them from `bank_ex.memory` and `bank_ex.fill`:
+# the centre of a class is the mean of its filled slots; a photo whose class is empty does not count. The
+# check compares with `bank_ex.loss(...)` (tolerance 1e-5) and recognises the usual slips.
+
+# %%
+g_mem = torch.Generator().manual_seed(3)
+sketches_ex, sketch_labels_ex = torch.randn(4, 6, generator=g_mem), torch.tensor([0, 0, 1, 0])
+mem_banks_ex = {mode: SketchMemory(3, 3, 6, faithful=(mode == "faithful")) for mode in ("fixed", "faithful")}
+for bank in mem_banks_ex.values():  # the same state in both: free slots only, so no replacement
+    bank.update(sketches_ex, sketch_labels_ex, sketches_ex[:1], sketch_labels_ex[:1])
+bank_ex = mem_banks_ex["fixed"]
+photo_feats_ex = torch.randn(5, 6, generator=g_mem)
+photo_labels_ex = torch.tensor([0, 1, 2, 0, 1])
+plot_memory_bank(bank_ex, title="bank_ex (each filled slot: its cosine to the class centre)")
+
+# %% tags=["exercise"]
+# Exercise 02.2
+memory_loss_by_hand = None  # YOUR CODE HERE: 1 - mean cos(photo, centre of its class) over the counted photos
+
+# %%
+ex.check_memory_loss(memory_loss_by_hand, bank_ex, photo_feats_ex, photo_labels_ex)
+
+# %% [markdown]
+# ### Exercise 02.3 · Which slot does a new sketch replace?
+#
+# Two banks in the same state (the figure): the faithful (released) rule and the fixed one. Class 0 is
+# full. One more update arrives: the sketch `e1` of class 0, with the photo `e0 + e1` of class 0 as the
+# reference. Predict, **without running the update**, which cells `(class, slot)` of `bank.memory` change
+# in each bank: compare the cosines of the stored sketches and of `e1` with the reference, then apply
+# each rule (section 5). Answer `{"faithful": {(class, slot), ...}, "fixed": {...}}`; the check runs the
+# update on copies of the banks and compares (exact); the figure after it shows what happened.
+
+# %%
+banks_ex = {mode: SketchMemory(3, 3, 4, faithful=(mode == "faithful")) for mode in ("faithful", "fixed")}
+stored = torch.stack([e[0], e[0] + e[2], e[3], e[2], e[1] + e[3]])
+stored_labels = torch.tensor([0, 0, 0, 1, 2])
+for bank in banks_ex.values():  # free slots only: both rules give the same state
+    bank.update(stored, stored_labels, e[:1], torch.tensor([0]))
+new_sketch, new_label = e[1][None], torch.tensor([0])
+reference, reference_label = (e[0] + e[1])[None], torch.tensor([0])
+names_ex = {"e0": e[0], "e0+e2": e[0] + e[2], "e3": e[3], "e2": e[2], "e1+e3": e[1] + e[3], "e1": e[1]}
+plot_memory_bank(banks_ex, names=names_ex, title="before the update")
+
+# %% tags=["exercise"]
+# Exercise 02.3
+changed = None  # YOUR CODE HERE: {"faithful": {(class, slot), ...}, "fixed": {(class, slot), ...}}
+
+# %%
+ex.check_replaced_slots(changed, banks_ex, new_sketch, new_label, reference, reference_label)
+
+# %%
+after_ex = {mode: copy.deepcopy(bank) for mode, bank in banks_ex.items()}
+for bank in after_ex.values():
+    bank.update(new_sketch, new_label, reference, reference_label)
+plot_memory_bank(after_ex, banks_ex, names=names_ex, title="after the update: what changed")
+
+# %% [markdown]
+# ### Exercise 02.4 · The memory loss's gradient, by hand
+#
+# Section 5 showed with autograd that the released memory loss passes no gradient. Derive the gradient
+# of $\mathcal{L}_{mem}$ with respect to each photo feature $f_p$ yourself (hint:
+# $\partial \cos(f, c)/\partial f = c/(\lVert f\rVert\,\lVert c\rVert) - \cos(f, c)\, f/\lVert f\rVert^2$,
+# and the loss is a mean over the counted photos $P'$), and compute it, without autograd, for the photos
+# of exercise 02.2 in both banks of `mem_banks_ex` (same state; `bank.detach_loss` tells whether a bank's
+# loss is computed on detached features). Answer `{"fixed": [5, 6] tensor, "faithful": [5, 6] tensor}`.
+# Which rows are zero, and why? The check compares with autograd (tolerance 1e-5 + 1e-4 relative).
+
+# %% tags=["exercise"]
+# Exercise 02.4
+grads_by_hand = None  # YOUR CODE HERE: {"fixed": d loss / d photo_feats_ex, "faithful": ...}, [5, 6] each
+
+# %%
+ex.check_memory_gradient(grads_by_hand, mem_banks_ex, photo_feats_ex, photo_labels_ex)
 
 # %% [markdown]
 # **Next:** `03_training` puts these pieces into the training loop.

@@ -129,6 +129,46 @@ fg, _ = extract_features(frozen, gallery, domain=1, output="features", **embed)
 # 613 / 109 / 100 ≈ 0.056 on average over the full set's unseen concepts. That is exactly why the protocol
 # must be stated next to a number.
 
+# %% [markdown]
+# ### The metrics, symbol by symbol (`dsn_lab.metrics.evaluate_retrieval`, default protocol)
+#
+# A query $q$ (row `i` of `q_feats`, class $y_q$ = `q_labels[i]`) ranks the gallery $\mathcal G$ of
+# $N$ photos (`g_feats`, `g_labels`; $N$ = the result's `n_gallery`) by the distance
+# $d(q, g) = \lVert q - g \rVert_2$ (`distance="euclidean"`; the codes are already L2-normalised by
+# `extract_features`, `normalize=True` there, so this ranks as the cosine does), nearest first. Equal
+# distances keep the gallery order (a stable sort: the earlier photo ranks first), so every rank is defined.
+#
+# - $n^+_q = |\{g \in \mathcal G : y_g = y_q\}|$, the positives of the query (a class with $n^+_q = 0$ has
+#   no AP: `on_missing="error"` raises);
+# - $r_1 < r_2 < \dots < r_{n^+_q}$, the 1-based ranks of the positives; $P(k) = k / r_k$, the precision at
+#   the $k$-th positive.
+#
+# **AP over the whole ranking** (`interpolated=True`, the VOC AP of all the reference codes):
+# $$\mathrm{AP}(q) = \frac{1}{n^+_q} \sum_{k=1}^{n^+_q} \max_{k' \ge k} P(k')$$
+# (`interpolated=False`: $P(k)$ instead of the maximum). "@all" means no cut-off: all $N$ photos are ranked,
+# every positive counts. The value of each query is `per["AP_per_query"]` (`per_query=True`).
+#
+# **mAP@all**, averaged per class and then over the classes (`average="class"`, DSN/SAKE):
+# $$\mathrm{mAP@all} = \frac{1}{|\mathcal C|} \sum_{c \in \mathcal C} \frac{1}{|Q_c|} \sum_{q \in Q_c}
+# \mathrm{AP}(q)$$
+# with $\mathcal C$ the query classes and $Q_c$ the queries of class $c$ (`average="query"`:
+# $\frac{1}{|Q|}\sum_q \mathrm{AP}(q)$; the same number when every class has one query, as EmojiSketch's
+# one sketch per concept).
+#
+# **mAP@M** ($M$ in `map_at`, default 200): the same AP with only the positives in the top $M$, over
+# $\min(M, n^+_q)$:
+# $$\mathrm{AP@}M(q) = \frac{1}{\min(M, n^+_q)} \sum_{k:\, r_k \le M} \max_{k' \ge k,\ r_{k'} \le M} P(k'),$$
+# averaged as above. With a gallery of at most $M$ photos it equals mAP@all.
+#
+# **P@K** ($K$ in `ks`, default (100, 200)), with `p_at_k_over="gallery"` (default):
+# $$P@K(q) = \frac{|\{k : r_k \le K\}|}{\min(K, N)}$$
+# — it divides by $K$ whenever the gallery has at least $K$ photos, however few positives the class has
+# (hence the bound $n^+_q / K$ above). `p_at_k_over="positives"` (ZSE-SBIR) divides by
+# $K_q = \min(K, n^+_q)$ and counts the hits in the top $K_q$. P@K is averaged like the AP (`average`).
+#
+# `dsn_lab.embed.evaluate_checkpoint` (`python -m dsn_lab evaluate`, notebook 05's `run_ablations`) uses
+# exactly these defaults.
+
 # %%
 import pandas as pd
 
@@ -198,10 +238,43 @@ pd.DataFrame({f"real-valued ({q_feats.shape[1]} floats)": real, f"ITQ ({itq.bits
 ].round(4)
 
 # %% [markdown]
+# ### ITQ, symbol by symbol (`dsn_lab.metrics.itq_fit`, `ITQ.encode`)
+#
+# Fit set $X$ ($n \times D$: here `q_feats`, as `itq_fit_on="query"` in `evaluate_retrieval`), its mean
+# $\mu$ (`itq.mean`), and $W$ ($D \times b$, `itq.components`): the $b$ leading eigenvectors of the
+# covariance $\frac{1}{n-1}(X - \mathbf 1\mu^\top)^\top (X - \mathbf 1\mu^\top)$; $b$ = `bits`
+# (`itq_bits`; default $D$ = `cfg.hashing_dim`). With $V = (X - \mathbf 1\mu^\top) W$, ITQ looks for codes
+# $B \in \{-1, 1\}^{n \times b}$ and an orthogonal $R$ ($b \times b$, `itq.rotation`) minimising the
+# quantisation loss
+# $$\mathcal Q(B, R) = \lVert B - V R \rVert_F^2 , \qquad R^\top R = I ,$$
+# by alternating `n_iter` times (`itq_iters`, 50), from $R_0$ = the left singular vectors of a Gaussian
+# $b \times b$ matrix (seed `itq_seed`):
+#
+# 1. $B = \operatorname{sgn}(V R)$ (entries $\ge 0 \mapsto +1$), which minimises $\mathcal Q$ for fixed $R$;
+# 2. the SVD $B^\top V = U S \hat V^\top$, then $R = \hat V U^\top$ (`variant="gong"`, the orthogonal
+#    Procrustes solution: $\mathcal Q$ never increases). `variant="released"` sets $R = \hat V^\top U^\top$,
+#    as DSN's `tool.py` reads NumPy's third SVD output as MATLAB's $V$: still orthogonal, not the
+#    minimiser (and $R_0$ drawn after `np.random.seed(n_iter)`).
+#
+# `itq.loss_history[t]` is $\mathcal Q / n$ before the $t$-th update. A set $Y$ is encoded as
+# $\operatorname{sgn}((Y - \mathbf 1\bar y^\top) W R)$ ($> 0 \mapsto +1$, else $-1$), centred by its own mean
+# $\bar y$ (`center="self"`, `itq_center="each"`: the released `compressITQ`), and ranked by the Hamming
+# distance $d_H(b_q, b_g) = (b - b_q^\top b_g)/2$.
+#
+# Which rotation: `evaluate_retrieval(codes="itq")` and `itq_fit` default to `"gong"` (this section's
+# `itq_fit(q_feats)` is Gong's). The config field `cfg.itq_variant` chooses it for the binary row of
+# `dsn_lab.embed.evaluate_checkpoint` and the ITQ-based selection rules; left at `None` it resolves
+# through `cfg.quirk("itq_variant")`: `"released"` when `cfg.faithful`, else `"gong"`.
+
+# %% [markdown]
 # ## 6. Which unseen classes are easy, which are hard?
 #
 # AP of every query, averaged per class (the bars), with the mean over classes (dashed): the mAP@all of
 # the default protocol. With many classes the best and worst are shown.
+
+# %% [markdown]
+# *Before you run the next cell* (Exercise 04.3): from the class names alone, which unseen classes do you
+# expect to be hardest to retrieve? Write them down; you will compare them with the chart.
 
 # %%
 from dsn_lab import plots
@@ -236,3 +309,86 @@ plots.plot_retrieval_grid(
     query_titles=[classes[q_labels[i]] for i in picks],
     save_to=fig_path("retrieval_examples"),
 )
+
+# %% [markdown]
+# ## 8. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/04_evaluation_solutions.py`; try first. The definitions are in
+# section 3 (metrics) and section 5 (ITQ); the exercises use this notebook's features (`q_feats`,
+# `q_labels`, `g_feats`, `g_labels`), `per` (section 6) and `itq` (section 5).
+
+# %%
+from dsn_lab import exercises as ex
+
+print(f"{len(q_feats)} queries, a gallery of {len(g_feats)} photos, {len(classes)} unseen classes")
+
+# %% [markdown]
+# ### Exercise 04.1 · One query's AP, by hand
+#
+# With NumPy only: the Euclidean distances from query `QUERY` to every gallery code (in float64), the
+# gallery sorted nearest first (`np.argsort(..., kind="stable")`: ties keep the gallery order, as the
+# evaluation), the 1-based ranks $r_k$ of the photos of the query's class, the precisions $k / r_k$, then the
+# interpolated AP of section 3. The check compares with `per_query=True`'s `AP_per_query[QUERY]`
+# (tolerance 1e-9) and recognises the plain, non-interpolated AP. Which positive costs the most AP?
+
+# %% tags=["exercise"]
+# Exercise 04.1
+QUERY = 0  # any query index
+ap_by_hand = None  # YOUR CODE HERE: the interpolated AP of query QUERY over the whole ranking
+
+# %%
+ex.check_query_ap(ap_by_hand, q_feats, q_labels, g_feats, g_labels, QUERY)
+
+# %% [markdown]
+# ### Exercise 04.2 · P@K of the same query
+#
+# Compute $P@K$ of query `QUERY` for each $K$ in `KS` under the default protocol (hits in the top $K$ over
+# $\min(K, N)$), as `{K: value}`. Before you compute: what is $P@100$ when the gallery has fewer than 100
+# photos, and what would it be over $K = 100$? The check compares with `evaluate_retrieval(..., ks=KS,
+# per_query=True)` and recognises a division by $K$ or by the positives (ZSE-SBIR's protocol).
+
+# %% tags=["exercise"]
+# Exercise 04.2
+KS = (5, 100)
+p_at_k = None  # YOUR CODE HERE: {K: P@K of query QUERY} for K in KS
+
+# %%
+ex.check_query_precision(p_at_k, q_feats, q_labels, g_feats, g_labels, QUERY, KS)
+
+# %% [markdown]
+# ### Exercise 04.3 · The hardest unseen classes
+#
+# Put the classes you expected to be hardest (before section 6) in `PREDICTED_HARDEST`, then find the
+# `K_HARDEST` classes with the lowest mean AP from `per["AP_per_query"]` and `q_labels` (names from
+# `classes`). The check compares with `mAP_per_class` (any choice among tied classes passes) and reports how
+# many of your predictions were right. What do the hardest classes have in common: few photos, an
+# abstract concept, look-alikes among the training classes?
+
+# %% tags=["exercise"]
+# Exercise 04.3
+K_HARDEST = min(5, max(1, len(classes) // 3))
+PREDICTED_HARDEST = []  # your guess, e.g. ["ant", "bell"]: names from `classes`
+hardest = None  # YOUR CODE HERE: the K_HARDEST class names with the lowest mean AP
+
+# %%
+ex.check_hardest_classes(
+    hardest, q_feats, q_labels, g_feats, g_labels, classes, K_HARDEST, predicted=PREDICTED_HARDEST
+)
+
+# %% [markdown]
+# ### Exercise 04.4 · The quantisation loss ITQ ends with
+#
+# With `itq` (section 5, fitted on `q_feats`): $V = (X - \mathbf 1\mu^\top) W$ from `itq.mean` and
+# `itq.components`, $Z = V R$ with the final `itq.rotation`, $B = \operatorname{sgn}(Z)$ ($\ge 0 \mapsto +1$),
+# and $\lVert B - Z \rVert_F^2 / n$. Is it below `itq.loss_history[-1]`, and why can it not be above it with
+# Gong's update? The check recomputes it with `ITQ.project` (tolerance 1e-5 relative).
+
+# %% tags=["exercise"]
+# Exercise 04.4
+itq_loss = None  # YOUR CODE HERE: ||B - V R||_F^2 / n on q_feats with the final rotation
+
+# %%
+ex.check_itq_loss(itq_loss, itq, q_feats)

@@ -136,6 +136,52 @@ history = pd.DataFrame(histories)
 history[["method", "epoch"] + [c for c in history if c.startswith("gap/")]].round(3)
 
 # %% [markdown]
+# ### The measures, symbol by symbol (`dsn_lab.analysis.domain_gap`)
+#
+# Inputs: sketch codes $S$ and photo codes $P$ of the unseen classes with their labels (here the recorder's
+# fixed subset: `gap_recorder(cfg)`, at most `max_samples` = `GAP_SAMPLES` = 500 images per domain, seed
+# 0; each column of the table is `gap/<key>` of the run history). `domain_gap(..., max_samples=1000)` caps
+# each domain by a seeded subsample (`seed`), then, with `normalize=True` (default), replaces every code $x$
+# by $x / \max(\lVert x \rVert_2, 10^{-12})$: all distances below are on the unit sphere (at most 2).
+# $\mathcal C$ are the classes, $S_c$ / $P_c$ the codes of class $c$, $\mu^S_c$ / $\mu^P_c$ their means.
+#
+# **Domain classifier accuracy** (`domain_classifier_acc`): both domains subsampled to
+# $n = \min(|S|, |P|)$ (so chance is exactly 0.5), domain labels $d_i$ (0 sketch, 1 photo), a logistic
+# regression on standardised codes ($C = 1$) scored over $K = \min(F, n)$ shuffled stratified folds $T_k$
+# ($F$ = `cv_folds`, 5; NaN when $K < 2$):
+# $$\mathrm{acc} = \frac1K \sum_{k=1}^{K} \frac{1}{|T_k|} \sum_{i \in T_k} [\hat d_i = d_i]$$
+#
+# **RBF MMD²** (`mmd`; `dsn_lab.analysis.rbf_mmd2`): with $k(a, b) = \exp(-\lVert a - b \rVert^2 / 2\sigma^2)$,
+# $n = |S|$, $m = |P|$, the unbiased estimate (Gretton et al. 2012)
+# $$\widehat{\mathrm{MMD}}{}^2 = \frac{1}{n(n-1)} \sum_{i \ne j} k(s_i, s_j) + \frac{1}{m(m-1)} \sum_{i \ne j}
+# k(p_i, p_j) - \frac{2}{nm} \sum_{i, j} k(s_i, p_j)$$
+# (0 in expectation for equal distributions, so slightly negative values happen). The bandwidth
+# (`mmd_bandwidth`; `rbf_mmd2(bandwidth=None)`) is the median heuristic over the distinct pairs of the
+# pooled sample $Z = S \cup P$:
+# $\sigma = \big(\operatorname{median}_{i < j} \lVert z_i - z_j \rVert^2\big)^{1/2}$, the median distance
+# (for an even number of pairs the two middle squared distances are averaged); if that is 0, the root mean
+# square distance, and if that is 0 too, 1.
+#
+# **Permutation p-value** (`mmd_pvalue`): $B$ = `n_permutations` (200 in `domain_gap`, 100 in the
+# recorder) random splits of $Z$ into $n$ and $m$ codes, seeded, each giving $\widehat{\mathrm{MMD}}{}^2_b$:
+# $$p = \frac{1 + |\{b : \widehat{\mathrm{MMD}}{}^2_b \ge \widehat{\mathrm{MMD}}{}^2 - 10^{-12}\}|}{1 + B}$$
+# (NaN when $B = 0$): small means the gap is real, not noise.
+#
+# **Centroid distance** (`centroid_distance`), over the classes $\mathcal C'$ present in both domains:
+# $$D_\mu = \frac{1}{|\mathcal C'|} \sum_{c \in \mathcal C'} \lVert \mu^S_c - \mu^P_c \rVert_2$$
+#
+# **Dispersion** (`sketch_dispersion`, DSN's second claim; `photo_dispersion` likewise on $P$), over the
+# classes $\mathcal C_2$ with at least two codes (a single code is its own centroid; NaN when no class is
+# left, as with EmojiSketch v1's one sketch per concept):
+# $$\mathrm{disp}(S) = \frac{1}{|\mathcal C_2|} \sum_{c \in \mathcal C_2} \frac{1}{|S_c|} \sum_{s \in S_c}
+# \lVert s - \mu^S_c \rVert_2$$
+#
+# **Cross-domain nearest-neighbour agreement** (`cross_domain_nn_agreement`), with $y(\cdot)$ the class
+# (the first photo wins a tie):
+# $$A = \frac{1}{|S|} \sum_{s \in S} \big[\, y(\operatorname{argmin}_{p \in P} \lVert s - p \rVert_2) = y(s)
+# \,\big]$$
+
+# %% [markdown]
 # ## 3. The measures before and after training
 #
 # One panel per measure; a gap that DSN smooths shows as a lower "after" bar for DSN than for the
@@ -200,3 +246,85 @@ for method in ("tsne", "umap"):
 # **Reading the result.** Compare the classifier accuracy and MMD rows first: those are the gap; then the
 # sketch dispersion (the second claim); the maps are illustrations of the same numbers. Notebook 05 puts
 # the retrieval mAP of the same kinds of runs side by side.
+
+# %% [markdown]
+# ## 6. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/06_domain_gap_solutions.py`; try first. The definitions are after
+# section 2. The exercises use DSN's codes of the subset of section 5 (`feats_after`), split by domain
+# below; the checks run `domain_gap` on all of them (no subsample, no permutation test).
+
+# %%
+from dsn_lab import exercises as ex
+
+sketch_feats, photo_feats = feats_after  # DSN's codes of the unseen sketches and photos of section 5
+sketch_labels, photo_labels = labels[domains == 0], labels[domains == 1]
+print(f"{len(sketch_feats)} sketches, {len(photo_feats)} photos, {sketch_feats.shape[1]}-d codes")
+
+# %% [markdown]
+# ### Exercise 06.1 · The centroid distance, by hand
+#
+# L2-normalise the codes, take each class's sketch centroid $\mu^S_c$ and photo centroid $\mu^P_c$, and
+# average $\lVert \mu^S_c - \mu^P_c \rVert_2$ over the classes present in both domains. The check compares
+# with `domain_gap(...)["centroid_distance"]` (tolerance 1e-5 relative) and recognises squared distances,
+# the two domains' overall means, and raw codes. Why does a class-wise distance say more about retrieval
+# than the distance between the overall means?
+
+# %% tags=["exercise"]
+# Exercise 06.1
+centroid_distance = None  # YOUR CODE HERE: mean over classes of ||mu^S_c - mu^P_c|| (L2-normalised codes)
+
+# %%
+ex.check_centroid_distance(centroid_distance, sketch_feats, sketch_labels, photo_feats, photo_labels)
+
+# %% [markdown]
+# ### Exercise 06.2 · Sketch and photo dispersion
+#
+# The mean distance of a code to its class centroid, averaged over the classes with at least two codes
+# (L2-normalised codes), for each domain, as `{"sketch": ..., "photo": ...}`. A class with a single code is
+# skipped; with none left the value is `float("nan")`. Before you compute: which value is undefined on
+# EmojiSketch v1, and what does that mean for DSN's second claim here?
+
+# %% tags=["exercise"]
+# Exercise 06.2
+dispersion = None  # YOUR CODE HERE: {"sketch": ..., "photo": ...}
+
+# %%
+ex.check_dispersion(dispersion, sketch_feats, sketch_labels, photo_feats, photo_labels)
+
+# %% [markdown]
+# ### Exercise 06.3 · RBF MMD² on a small subset
+#
+# On `x_s` and `x_p` (the first `N_MMD` codes of each domain, L2-normalised): the pooled pairwise
+# distances, the median-heuristic bandwidth $\sigma$ (distinct pairs only), the kernel
+# $\exp(-d^2 / 2\sigma^2)$ and the unbiased estimate after section 2 (the $i = j$ terms left out). The check
+# compares with `rbf_mmd2(x_s, x_p)` (tolerance 1e-5 relative + 1e-6) and recognises the biased estimate and
+# the usual bandwidth slips. Then try `rbf_mmd2(x_s, x_p, bandwidth=...)` at 0.1σ and 10σ: why does the
+# estimate fade at both ends?
+
+# %% tags=["exercise"]
+# Exercise 06.3
+N_MMD = 100  # a small subset keeps the (n + m)² kernel small
+x_s = sketch_feats[:N_MMD] / np.linalg.norm(sketch_feats[:N_MMD], axis=1, keepdims=True)
+x_p = photo_feats[:N_MMD] / np.linalg.norm(photo_feats[:N_MMD], axis=1, keepdims=True)
+mmd2_by_hand = None  # YOUR CODE HERE: the unbiased RBF MMD² of x_s and x_p, median bandwidth
+
+# %%
+ex.check_mmd2(mmd2_by_hand, x_s, x_p)
+
+# %% [markdown]
+# ### Exercise 06.4 · Does the nearest photo have the sketch's class?
+#
+# For every sketch, the nearest photo (Euclidean, L2-normalised codes); the share whose nearest photo has
+# the sketch's class. The check compares with `domain_gap(...)["cross_domain_nn_agreement"]`. How does it
+# relate to the retrieval metrics of notebook 04: which of them is it, up to the averaging?
+
+# %% tags=["exercise"]
+# Exercise 06.4
+nn_agreement = None  # YOUR CODE HERE: the share of sketches whose nearest photo has their class
+
+# %%
+ex.check_nn_agreement(nn_agreement, sketch_feats, sketch_labels, photo_feats, photo_labels)

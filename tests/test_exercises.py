@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,8 @@ from dsn_lab.data import get_dataset
 from dsn_lab.data.batching import paired_loader_from_config
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
 from dsn_lab.losses import SupConLoss
+from dsn_lab.memory import SketchMemory
+from dsn_lab.metrics import itq_fit
 from dsn_lab.step import dsn_losses
 from dsn_lab.train import train
 
@@ -42,7 +45,10 @@ SOLUTIONS = ROOT / "notebooks" / "solutions"
 # notebook -> its solutions; the notebooks without exercises yet are not listed
 WITH_EXERCISES = {
     "01_data_preparation.ipynb": "01_data_preparation_solutions.py",
+    "02_model_and_losses.ipynb": "02_model_and_losses_solutions.py",
     "03_training.ipynb": "03_training_solutions.py",
+    "04_evaluation.ipynb": "04_evaluation_solutions.py",
+    "06_domain_gap.ipynb": "06_domain_gap_solutions.py",
 }
 HEADER = re.compile(r"^# Exercise (\d\d\.\d+)\b", re.M)
 
@@ -219,6 +225,309 @@ def test_lr_schedule(run):
     _status(ex.check_lr_schedule([cfg.lr * v for v in right], cfg, k_total), "fail", "learning rates")
     linear = [1 - k / k_total for k in range(k_total + 1)]
     _all_modes(ex.check_lr_schedule, linear, cfg, k_total)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 04 · evaluation, 06 · domain gap (random features: the answers are computed here by hand)
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def retrieval():
+    """Queries (3 per class) and a gallery (2 to 6 photos per class) of 4 classes, 8-d, unit length."""
+    rng = np.random.default_rng(0)
+    ql = np.repeat(np.arange(4), 3)
+    gl = np.repeat(np.arange(4), [2, 6, 4, 5])
+    centres = rng.normal(size=(4, 8))
+    q, g = centres[ql] + rng.normal(size=(len(ql), 8)), centres[gl] + 1.5 * rng.normal(size=(len(gl), 8))
+    q, g = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+    return q, ql, g, gl
+
+
+def _ranks(q, ql, g, gl, i):
+    order = np.argsort(np.linalg.norm(g - q[i], axis=1), kind="stable")
+    return np.flatnonzero(gl[order] == ql[i]) + 1  # 1-based ranks of the positives
+
+
+def _ap(ranks, interpolated=True):
+    prec = np.arange(1, len(ranks) + 1) / ranks
+    if interpolated:
+        prec = np.maximum.accumulate(prec[::-1])[::-1]
+    return prec.mean()
+
+
+def test_query_ap(retrieval):
+    q, ql, g, gl = retrieval
+    # a query whose interpolated and plain AP differ, so that the hint can be told apart
+    i = next(
+        i for i in range(len(q)) if abs(_ap(_ranks(*retrieval, i)) - _ap(_ranks(*retrieval, i), False)) > 1e-3
+    )
+    right, plain = _ap(_ranks(*retrieval, i)), _ap(_ranks(*retrieval, i), False)
+    _status(ex.check_query_ap(right, *retrieval, i), "pass", "positives at ranks")
+    _status(ex.check_query_ap(plain, *retrieval, i), "fail", "plain AP")
+    _status(ex.check_query_ap("high", *retrieval, i), "fail", "expected a number")
+    _all_modes(ex.check_query_ap, right + 0.01, *retrieval, i)
+
+
+def test_query_precision(retrieval):
+    q, ql, g, gl = retrieval
+    ranks = _ranks(*retrieval, 4)
+    right = {5: (ranks <= 5).sum() / 5, 100: len(ranks) / len(g)}  # the gallery (17) is smaller than 100
+    _status(ex.check_query_precision(right, *retrieval, 4), "pass", "gallery of 17")
+    _status(ex.check_query_precision({**right, 100: len(ranks) / 100}, *retrieval, 4), "fail", "min(K, 17)")
+    n_pos = len(ranks)
+    over_positives = {k: (ranks <= min(k, n_pos)).sum() / min(k, n_pos) for k in (5, 100)}
+    _status(ex.check_query_precision(over_positives, *retrieval, 4), "fail", "p_at_k_over='positives'")
+    _status(ex.check_query_precision({5: right[5]}, *retrieval, 4), "fail", "with keys [5, 100]")
+    _all_modes(ex.check_query_precision, {**right, 5: right[5] + 0.2}, *retrieval, 4)
+
+
+def test_hardest_classes(retrieval):
+    q, ql, g, gl = retrieval
+    names = ["cat", "dog", "owl", "bee"]
+    per_class = {
+        names[c]: np.mean([_ap(_ranks(*retrieval, i)) for i in np.flatnonzero(ql == c)]) for c in range(4)
+    }
+    ranked = sorted(per_class, key=per_class.get)
+    res = ex.check_hardest_classes(ranked[:2][::-1], *retrieval, names, 2, predicted=[ranked[0], "unicorn"])
+    _status(res, "pass", "the 2 hardest", f"{ranked[0]} ({per_class[ranked[0]]:.3f})", "1 of 2", "unicorn")
+    ids = [names.index(c) for c in ranked[:2]]
+    _status(ex.check_hardest_classes(ids, *retrieval, names, 2), "pass")  # class ids are fine too
+    _status(ex.check_hardest_classes(ranked[-2:], *retrieval, names, 2), "fail", "easiest")
+    _status(ex.check_hardest_classes(ranked[:1], *retrieval, names, 2), "fail", "expected 2 distinct")
+    _status(ex.check_hardest_classes("cat", *retrieval, names, 2), "fail", "one string")
+    _all_modes(ex.check_hardest_classes, [ranked[0], ranked[2]], *retrieval, names, 2)
+
+
+def test_hardest_classes_accepts_any_tied_choice():
+    # classes a and b find their photo first (AP 1); c and d find a photo of the other first (AP 1/2 each)
+    q = np.array([[1.0, 0], [0, 1.0], [-1.0, 0.1], [0.1, -1.0]])
+    g = np.array([[1.0, 0], [0, 1.0], [-1.0, 0.1], [-1.0, 0.3], [0.1, -1.0], [0.3, -1.0]])
+    ql, gl = np.arange(4), np.array([0, 1, 3, 2, 2, 3])
+    assert [_ap(_ranks(q, ql, g, gl, i)) for i in range(4)] == [1.0, 1.0, 0.5, 0.5]
+    names = ["a", "b", "c", "d"]
+    for tied in ("c", "d"):
+        _status(ex.check_hardest_classes([tied], q, ql, g, gl, names, 1), "pass")
+    _status(ex.check_hardest_classes(["a"], q, ql, g, gl, names, 1), "fail")
+
+
+def test_itq_loss(retrieval):
+    q = retrieval[0]
+    itq = itq_fit(q, n_iter=2)  # before convergence: the last update still lowers the loss
+    v = (q - q.mean(0)) @ itq.components @ itq.rotation
+    right = ((np.where(v >= 0, 1.0, -1.0) - v) ** 2).sum() / len(q)
+    assert right < itq.loss_history[-1] - 1e-3  # Gong's update never increases the loss
+    _status(ex.check_itq_loss(right, itq, q), "pass", "with the final rotation", "2 iterations, 8 bits")
+    _status(ex.check_itq_loss(itq.loss_history[-1], itq, q), "fail", "before the last update")
+    _status(ex.check_itq_loss(right * len(q), itq, q), "fail", "divide by their number n")
+    _all_modes(ex.check_itq_loss, right * 1.01, itq, q)
+
+
+@pytest.fixture(scope="module")
+def gap_feats():
+    """Sketches (one class with a single sketch) and photos of 3 classes, 6-d, not unit length."""
+    rng = np.random.default_rng(1)
+    ls, lp = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 1, 2, 2, 2])
+    centres = rng.normal(size=(3, 6))
+    xs = 3.0 * (centres[ls] + rng.normal(size=(6, 6)))
+    xp = 2.0 * (centres[lp] + rng.normal(size=(8, 6)))
+    return xs, ls, xp, lp
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_centroid_distance(gap_feats):
+    xs, ls, xp, lp = gap_feats
+    us, up = _unit(xs), _unit(xp)
+    diffs = [us[ls == c].mean(0) - up[lp == c].mean(0) for c in range(3)]
+    right = np.mean([np.linalg.norm(d) for d in diffs])
+    _status(ex.check_centroid_distance(right, *gap_feats), "pass", "mean over 3 classes")
+    _status(ex.check_centroid_distance(np.mean([d @ d for d in diffs]), *gap_feats), "fail", "squared")
+    global_gap = np.linalg.norm(us.mean(0) - up.mean(0))
+    _status(ex.check_centroid_distance(global_gap, *gap_feats), "fail", "overall means")
+    raw = np.mean([np.linalg.norm(xs[ls == c].mean(0) - xp[lp == c].mean(0)) for c in range(3)])
+    _status(ex.check_centroid_distance(raw, *gap_feats), "fail", "L2-normalise")
+    _all_modes(ex.check_centroid_distance, right + 0.01, *gap_feats)
+
+
+def test_dispersion(gap_feats):
+    xs, ls, xp, lp = gap_feats
+
+    def spread(x, lab, skip_single=True):
+        x = _unit(x)
+        per = [np.linalg.norm(x[lab == c] - x[lab == c].mean(0), axis=1).mean() for c in np.unique(lab)]
+        return np.mean([v for v, c in zip(per, np.unique(lab)) if (lab == c).sum() > 1 or not skip_single])
+
+    right = {"sketch": spread(xs, ls), "photo": spread(xp, lp)}
+    _status(ex.check_dispersion(right, *gap_feats), "pass", "sketch", "photo")
+    with_single = dict(right, sketch=spread(xs, ls, skip_single=False))
+    _status(ex.check_dispersion(with_single, *gap_feats), "fail", "one sample count as 0")
+    _status(ex.check_dispersion({"sketch": 0.1}, *gap_feats), "fail", "expected a dict")
+    _all_modes(ex.check_dispersion, dict(right, photo=right["photo"] + 0.01), *gap_feats)
+    # one sketch per class (EmojiSketch v1): no class has a spread, the answer is NaN
+    one_each = (xs[[0, 3, 5]], ls[[0, 3, 5]], xp, lp)
+    _status(ex.check_dispersion(dict(right, sketch=math.nan), *one_each), "pass", "NaN: no class has two")
+    _status(ex.check_dispersion(dict(right, sketch=0.0), *one_each), "fail", "one sample count as 0")
+
+
+def _mmd2_by_hand(x, y, sigma=None, unbiased=True, two=2.0):
+    """MMD² with exp(-d²/(two sigma²)); sigma None: the median distance over distinct pairs."""
+    n, m = len(x), len(y)
+    z = np.concatenate([x, y])
+    d2 = ((z[:, None] - z[None]) ** 2).sum(2)
+    if sigma is None:
+        sigma = np.median(np.sqrt(d2[np.triu_indices(n + m, 1)]))
+    k = np.exp(-d2 / (two * sigma**2))
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    if not unbiased:
+        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+    return (kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - m) / (m * (m - 1)) - 2 * kxy.mean()
+
+
+def test_mmd2(gap_feats):
+    x, y = _unit(gap_feats[0]), _unit(gap_feats[2])
+    z = np.concatenate([x, y])
+    d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(2))
+    pairs = d[np.triu_indices(len(z), 1)]  # 14 points, 91 pairs: an odd count, one middle value
+    sigma = np.median(pairs)
+    right = _mmd2_by_hand(x, y)
+    _status(ex.check_mmd2(right, x, y), "pass", f"sigma = {sigma:.4f}")
+    _status(ex.check_mmd2(_mmd2_by_hand(x, y, unbiased=False), x, y), "fail", "biased estimate")
+    _status(ex.check_mmd2(_mmd2_by_hand(x, y, two=1.0), x, y), "fail", "exp(-d²/sigma²)")
+    _status(ex.check_mmd2(_mmd2_by_hand(x, y, np.median(pairs**2)), x, y), "fail", "median squared")
+    _status(ex.check_mmd2(_mmd2_by_hand(x, y, np.sqrt(np.median(d**2))), x, y), "fail", "i = j")
+    _all_modes(ex.check_mmd2, right + 0.01, x, y)
+    # 4 points, 6 pairs: the median distance (the mean of the middle two, 2.70) is not the root of the
+    # median squared distance (rbf_mmd2's sigma, 2.74); both are the median heuristic, both pass
+    x4, y4 = np.array([[0.0, 0], [1, 0]]), np.array([[0.0, 2], [3, 3]])
+    plain = _mmd2_by_hand(x4, y4)
+    root = _mmd2_by_hand(x4, y4, np.sqrt(np.median([1, 4, 5, 10, 13, 18])))
+    assert abs(plain - root) > 1e-3
+    _status(ex.check_mmd2(plain, x4, y4), "pass", "the median of the distances")
+    _status(ex.check_mmd2(root, x4, y4), "pass", "as rbf_mmd2 (median bandwidth sigma = 2.7386")
+
+
+def test_nn_agreement(gap_feats):
+    xs, ls, xp, lp = gap_feats
+    us, up = _unit(xs), _unit(xp)
+    nearest = lp[np.linalg.norm(us[:, None] - up[None], axis=2).argmin(1)]
+    right = (nearest == ls).mean()
+    assert 0 < right < 1
+    _status(ex.check_nn_agreement(right, *gap_feats), "pass", f"of {len(ls)} sketches")
+    _status(ex.check_nn_agreement((nearest == ls).sum(), *gap_feats), "fail", "a count")
+    _all_modes(ex.check_nn_agreement, right + 0.01, *gap_feats)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 02 · model and losses (toy tensors: the answers are computed here by hand, with loops)
+# ---------------------------------------------------------------------------------------------------
+def _supcon_loop(f, y, t, *, with_self=False, same_image_only=False, factor=True):
+    """SupCon anchor by anchor, straight from the equation (and the usual slips, on request)."""
+    views = [(i, v) for v in range(f.shape[1]) for i in range(f.shape[0])]
+    losses = []
+    for i, vi in views:
+        others = [(j, vj) for j, vj in views if with_self or (j, vj) != (i, vi)]
+        log_den = math.log(sum(math.exp(float(f[i, vi] @ f[j, vj]) / t) for j, vj in others))
+        pos = [
+            (j, vj)
+            for j, vj in views
+            if (j, vj) != (i, vi) and (j == i if same_image_only else int(y[j]) == int(y[i]))
+        ]
+        if pos:
+            mean = sum(float(f[i, vi] @ f[j, vj]) / t - log_den for j, vj in pos) / len(pos)
+            losses.append(-(t / 0.07 if factor else 1.0) * mean)
+    return sum(losses) / len(losses)
+
+
+def test_supcon_by_hand():
+    g = torch.Generator().manual_seed(0)
+    f = F.normalize(torch.randn(5, 2, 6, generator=g), dim=-1)
+    y = torch.tensor([0, 1, 0, 2, 1])
+    right = _supcon_loop(f, y, 0.1)
+    _status(ex.check_supcon_by_hand(right, f, y, 0.1), "pass", "✓", "SupConLoss(0.1")
+    _status(ex.check_supcon_by_hand(torch.tensor(right), f, y, 0.1), "pass")
+    slips = {
+        "own denominator": _supcon_loop(f, y, 0.1, with_self=True),
+        "SimCLR": _supcon_loop(f, y, 0.1, same_image_only=True),
+        "T / 0.07 factor": _supcon_loop(f, y, 0.1, factor=False),
+    }
+    for words, value in slips.items():
+        assert abs(value - right) > 1e-3, words  # each slip gives another value on this batch
+        _status(ex.check_supcon_by_hand(value, f, y, 0.1), "fail", words)
+    _all_modes(ex.check_supcon_by_hand, right * 1.01, f, y, 0.1)
+
+
+@pytest.fixture()
+def toy_bank():
+    """Class 0 three sketches, class 1 one, class 2 none; five photos, one of class 2."""
+    g = torch.Generator().manual_seed(1)
+    sketches, labels = torch.randn(4, 5, generator=g), torch.tensor([0, 0, 1, 0])
+    banks = {m: SketchMemory(3, 3, 5, faithful=(m == "faithful")) for m in ("fixed", "faithful")}
+    for bank in banks.values():
+        bank.update(sketches, labels, sketches[:1], labels[:1])
+    return banks, sketches, torch.randn(5, 5, generator=g), torch.tensor([0, 1, 2, 0, 1])
+
+
+def test_memory_loss(toy_bank):
+    banks, sketches, photos, labels = toy_bank
+    centres = {0: sketches[[0, 1, 3]].mean(0), 1: sketches[2]}  # the bank's classes, from the sketches
+    cos = [
+        F.cosine_similarity(p, centres[int(c)], dim=0).item() for p, c in zip(photos, labels) if int(c) < 2
+    ]
+    right = 1 - sum(cos) / 4
+    for bank in banks.values():
+        _status(ex.check_memory_loss(right, bank, photos, labels), "pass", "4 of 5 photos")
+    bank = banks["fixed"]
+    _status(
+        ex.check_memory_loss(sum(cos) / 4, bank, photos, labels), "fail", "mean cosine (the loss is 1 - that)"
+    )
+    _status(ex.check_memory_loss(1 - sum(cos) / 5, bank, photos, labels), "fail", "photos of empty classes")
+    per_slot = [
+        F.cosine_similarity(p[None], sketches[[0, 1, 3] if int(c) == 0 else [2]]).mean().item()
+        for p, c in zip(photos, labels)
+        if int(c) < 2
+    ]
+    _status(ex.check_memory_loss(1 - sum(per_slot) / 4, bank, photos, labels), "fail", "cosine to each slot")
+    _all_modes(ex.check_memory_loss, right + 0.01, bank, photos, labels)
+
+
+def test_replaced_slots():
+    e = torch.eye(4)
+    banks = {m: SketchMemory(3, 3, 4, faithful=(m == "faithful")) for m in ("faithful", "fixed")}
+    stored = torch.stack([e[0], e[0] + e[2], e[3], e[2], e[1] + e[3]])
+    for bank in banks.values():
+        bank.update(stored, torch.tensor([0, 0, 0, 1, 2]), e[:1], torch.tensor([0]))
+    before = {k: b.memory.clone() for k, b in banks.items()}
+    args = (banks, e[1][None], torch.tensor([0]), (e[0] + e[1])[None], torch.tensor([0]))
+    # against e0 + e1 the slots of class 0 score 0.71, 0.5, 0: slot 2 goes; released: row 2 is overwritten
+    right = {"fixed": {(0, 2)}, "faithful": {(2, 0), (2, 1), (2, 2)}}
+    _status(ex.check_replaced_slots(right, *args), "pass", "fixed [(0, 2)]")
+    _status(ex.check_replaced_slots({k: list(v) for k, v in right.items()}, *args), "pass")
+    assert all(torch.equal(before[k], b.memory) for k, b in banks.items())  # checked on copies
+    as_fixed = {"fixed": {(0, 2)}, "faithful": {(0, 2)}}
+    _status(ex.check_replaced_slots(as_fixed, *args), "fail", "whole row")
+    _status(ex.check_replaced_slots(dict(right, fixed={(0, 1)}), *args), "fail", "least similar")
+    _status(ex.check_replaced_slots({"fixed": {(0, 2)}}, *args), "fail", "expected a dict with keys")
+    _status(ex.check_replaced_slots({"fixed": [1], "faithful": []}, *args), "fail", "(class, slot) pairs")
+    _all_modes(ex.check_replaced_slots, dict(right, faithful={(2, 0)}), *args)
+
+
+def test_memory_gradient(toy_bank):
+    banks, sketches, photos, labels = toy_bank
+    centres = {0: sketches[[0, 1, 3]].mean(0), 1: sketches[2]}
+    fixed = torch.zeros_like(photos)
+    for p, c in enumerate(labels.tolist()):
+        if c in centres:  # d(1 - mean cos)/df for the 4 counted photos, from the formula
+            f, m = photos[p], centres[c]
+            cos = (f @ m) / (f.norm() * m.norm())
+            fixed[p] = -(m / (f.norm() * m.norm()) - cos * f / f.norm() ** 2) / 4
+    right = {"fixed": fixed, "faithful": torch.zeros_like(photos)}
+    _status(ex.check_memory_gradient(right, banks, photos, labels), "pass", "faithful 0.0000")
+    _status(ex.check_memory_gradient(dict(right, faithful=fixed), banks, photos, labels), "fail", "detached")
+    _status(ex.check_memory_gradient(dict(right, fixed=-fixed), banks, photos, labels), "fail", "sign")
+    _status(ex.check_memory_gradient(dict(right, fixed=4 * fixed), banks, photos, labels), "fail", "factor 4")
+    _status(ex.check_memory_gradient(dict(right, fixed=fixed[:2]), banks, photos, labels), "fail", "shape")
+    _all_modes(ex.check_memory_gradient, dict(right, fixed=fixed * 1.1), banks, photos, labels)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -334,3 +334,91 @@ def test_architecture_feature_widths_match_the_backbones():
     assert set(plots.ARCH_FEATURE_DIMS) == set(BACKBONES)
     for name in BACKBONES:
         assert build_backbone(name, pretrained=False)[0].feature_dim == plots.ARCH_FEATURE_DIMS[name], name
+
+
+# ---------------------------------------------------------------------------------------------------
+# notebook 02: SupCon's similarity matrix and the memory bank
+# ---------------------------------------------------------------------------------------------------
+def _collection(fig, label):
+    ax = fig.axes[0]
+    return next(c for c in ax.collections if c.get_label() == label)
+
+
+def test_supcon_similarity_marks_the_positives_and_its_bars_give_supconloss(tmp_path):
+    from dsn_lab.losses import SupConLoss
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 1, 2, 0, 1, 2])  # class 1 three times, in both domains
+    domains = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    codes = torch.nn.functional.normalize(torch.randn(7, 2, 5, generator=g), dim=-1)
+    fig = plots.plot_supcon_similarity(codes, labels, domains, 0.1, save_to=tmp_path / "supcon.png")
+    assert isinstance(fig, Figure)
+    assert_png(tmp_path / "supcon.png")
+    # brute force over every (anchor, other view) pair of the 14 views
+    views = [(i, v) for v in range(2) for i in range(7)]
+    positives = sum(1 for a in views for b in views if a != b and labels[a[0]] == labels[b[0]])
+    marked = _collection(fig, "positive").get_offsets()
+    assert len(marked) == positives == 4 * 3 + 6 * 5 + 4 * 3  # 4, 6, 4 views per class
+    assert len(_collection(fig, "self (left out)").get_offsets()) == 14
+    # the marks sit on same-class cells: rows and columns are sketches then photos, two views each
+    order = [int(labels[i]) for d in (0, 1) for _ in range(2) for i in range(7) if int(domains[i]) == d]
+    assert all(order[int(r)] == order[int(c)] and r != c for c, r in marked)
+    bars = [p.get_width() for p in fig.axes[1].patches]
+    want = SupConLoss(0.1, 0.07)(codes, labels).item()
+    assert len(bars) == 14 and np.mean(bars) == pytest.approx(want, rel=1e-5)
+    assert f"{want:.3f}" in fig.axes[0].get_title()
+    soft = plots.plot_supcon_similarity(codes, labels, domains, value="softmax")
+    rows = soft.axes[0].images[0].get_array()
+    assert np.allclose(np.nansum(rows, axis=1), 1.0)  # a softmax over the other views of each anchor
+    with pytest.raises(ValueError, match="one flag per sample"):
+        plots.plot_supcon_similarity(codes, labels, domains[:3])
+    with pytest.raises(ValueError, match=r"\[N, views, D\]"):
+        plots.plot_supcon_similarity(codes[0, 0], labels, domains)
+
+
+def _bank_cells(fig, gid, panel=0):
+    return [p for p in fig.axes[panel].patches if p.get_gid() == gid]
+
+
+def test_memory_bank_shows_the_filled_slots_and_the_replaced_one(tmp_path):
+    import copy
+
+    from dsn_lab.memory import SketchMemory
+
+    e = torch.eye(4)
+    photos, photo_labels = torch.stack([e[0] + e[1], e[2]]), torch.tensor([0, 1])
+    names = {f"e{i}": e[i] for i in range(4)}
+    banks = {m: SketchMemory(3, 2, 4, faithful=(m == "faithful")) for m in ("faithful", "fixed")}
+    for bank in banks.values():
+        bank.update(torch.stack([e[0], e[3]]), torch.tensor([0, 0]), photos, photo_labels)
+        bank.update(torch.stack([e[2]]), torch.tensor([1]), photos, photo_labels)
+    before = {k: copy.deepcopy(b) for k, b in banks.items()}
+    for bank in banks.values():  # class 0 is full: e1 is closer to its photo (e0 + e1) than e3
+        bank.update(torch.stack([e[1]]), torch.tensor([0]), photos, photo_labels)
+    fig = plots.plot_memory_bank(banks, before, names=names, save_to=tmp_path / "bank.png")
+    assert_png(tmp_path / "bank.png")
+    for panel, bank in enumerate(banks.values()):
+        assert len(_bank_cells(fig, "filled", panel)) == int(bank.fill.sum()) == 3
+        assert len(_bank_cells(fig, "empty", panel)) == 6 - 3
+    # fixed: slot 1 of class 0 (e3 -> e1); faithful: the row of class 1 (slot 0 replaced, slot 1 unused)
+    fixed = _bank_cells(fig, "replaced", 1)
+    assert [(int(p.get_x()), int(p.get_y())) for p in fixed] == [(1, 0)]
+    texts = {t.get_text() for t in fig.axes[1].texts}
+    assert "e3→e1" in texts and "e0" in texts
+    assert [(int(p.get_x()), int(p.get_y())) for p in _bank_cells(fig, "replaced", 0)] == [(0, 1)]
+    assert len(_bank_cells(fig, "written, unused", 0)) == 1
+    assert "e2→e1" in {t.get_text() for t in fig.axes[0].texts}
+
+    # a bigger bank: rows capped, filled cells follow fill, unnamed slots show their cosine to the centre
+    big = SketchMemory(30, 4, 8)
+    g = torch.Generator().manual_seed(0)
+    lab = torch.randint(0, 30, (50,), generator=g)
+    big.update(torch.randn(50, 8, generator=g), lab, torch.randn(50, 8, generator=g), lab)
+    fig = plots.plot_memory_bank(big.state_dict(), max_classes=12)
+    assert len(_bank_cells(fig, "filled")) == int(big.fill[:12].sum())
+    assert "first 12 of 30 classes" in fig.axes[0].get_title()
+    assert _bank_cells(fig, "replaced") == [] and any(
+        t.get_text().startswith("cos") for t in fig.axes[0].texts
+    )
+    with pytest.raises(TypeError, match="SketchMemory"):
+        plots.plot_memory_bank(torch.zeros(3, 2, 4))
