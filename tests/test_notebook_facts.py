@@ -126,6 +126,29 @@ def _first_code_ints(notebook: str, pattern: str) -> tuple[int, ...]:
     return tuple(int(g) for g in m.groups())
 
 
+def _readme_ladder() -> tuple[float, ...]:
+    """The best val mAP@all of each row of the README's recipe ladder (bench_emoji_recipe.py), in order."""
+    text = README.read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| (?:released settings|\+ [^|]+) \| \d+ \| [\d. ]+ \| \*\*([\d.]+)\*\* \|$", text, re.M
+    )
+    assert len(rows) == 4, f"README.md's recipe ladder: expected 4 rows, found {len(rows)}"
+    return tuple(float(r) for r in rows)
+
+
+def _config_comment(pattern: str) -> tuple[float, ...]:
+    """Numbers quoted in a comment of dsn_lab/config.py (the measurements behind the presets)."""
+    text = re.sub(r"\s*#\s*", " ", (ROOT / "dsn_lab" / "config.py").read_text(encoding="utf-8"))
+    m = re.search(pattern, text)
+    assert m, f"dsn_lab/config.py: no comment matches {pattern!r}"
+    return tuple(float(g) for g in m.groups())
+
+
+def _sci(x: float) -> str:
+    """A learning rate as the notebooks write it: 1e-4."""
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
 # ---- the facts -----------------------------------------------------------------------------------------
 class Fact(NamedTuple):
     notebook: str
@@ -364,6 +387,79 @@ FACTS: list[Fact] = [
             str(_ablations()["full DSN, faithful memory"]["memory_grad"]),
             str(_ablations()["full DSN, faithful memory"]["memory_row_overwrite"]),
             get_preset("emoji-demo").replace(**_ablations()["full DSN, faithful memory"]).quirk("head_bias"),
+        ),
+    ),
+    # 03: the CPU recipe against the paper's settings, and its measured ladder
+    Fact(
+        "03_training",
+        r"\| input, code \| (\d+) px; (\d+)-d or (\d+)-d codes \| (\d+) px; (\d+)-d codes \|",
+        lambda: (_paper("image_size"), *_paper_dims(), _emoji("image_size"), _emoji("hashing_dim")),
+    ),
+    Fact(
+        "03_training",
+        r"\| batch \| (\d+) sketches \+ (\d+) photos, drawn independently \| ([\w-]+) batches of (\d+) "
+        r"sketches \+ (\d+) photos: (\d+) concepts, each with its sketch and (\d+) photos \| "
+        r"with (\d+) concepts",
+        lambda: (
+            get_preset("sketchy-s1-paper").sketches_per_batch,
+            _paper_photos("sketchy-s1-paper"),
+            _emoji("batch_sampler").replace("_", "-"),
+            _emoji("sketches_per_batch"),
+            _emoji("photos_per_batch"),
+            _emoji("sketches_per_batch"),
+            _emoji("photos_per_batch") / _emoji("sketches_per_batch"),
+            _card("train", "classes"),
+        ),
+    ),
+    Fact(
+        "03_training",
+        r"\| optimiser \| Adam, lr ([\de-]+) for everything, lr × ([\d.]+)\^\(epoch/epochs\) \| AdamW, "
+        r"head lr ([\de-]+), backbone lr × ([\d.]+), (\w+) over the run's steps",
+        lambda: (
+            _sci(_paper("lr")),
+            _paper("lr_decay") if _paper("lr_schedule") == "exp" else "not exp",
+            _sci(_emoji("lr")) if _emoji("optimizer") == "adamw" else "not adamw",
+            _emoji("backbone_lr_mult"),
+            _emoji("lr_schedule"),
+        ),
+    ),
+    Fact(
+        "03_training",
+        r"\| SupCon weight \| ([\d.]+) \| ([\d.]+) \| .*? \| ([\d.]+) → \*\*([\d.]+)\*\* \|",
+        lambda: (_paper("w_contrastive"), _emoji("w_contrastive"), *_readme_ladder()[:2]),
+    ),
+    Fact(
+        "03_training",
+        r"\| BatchNorm \| trained .*? \| (\d+) images of (\d+) concepts give poor batch statistics.*? \| "
+        r"([\d.]+) → \*\*([\d.]+)\*\* \|",
+        lambda: (
+            _emoji("sketches_per_batch") + _emoji("photos_per_batch"),
+            _emoji("sketches_per_batch") if _emoji("freeze_bn") and not _paper("freeze_bn") else "freeze_bn",
+            *_readme_ladder()[1:3],
+        ),
+    ),
+    Fact(
+        "03_training",
+        r"\| classifier \| `nn.Linear` on the raw code \| cosine classifier, `classifier_scale=(\d+)` \| "
+        r".*? \| ([\d.]+) → \*\*([\d.]+)\*\* \|",
+        lambda: (
+            _emoji("classifier_scale") if _paper("classifier_scale") is None else "paper is not linear",
+            *_readme_ladder()[2:],
+        ),
+    ),
+    Fact(
+        "03_training",
+        r"a CPU step about ([\d.]+)× faster",
+        lambda: _config_comment(r"channels_last makes a CPU step ~([\d.]+)x faster"),
+    ),
+    Fact(
+        "03_training",
+        r"`emoji-demo`: a linear probe .*?`head_init=\"(\w+)\"`.*?`emoji-quick` keeps the SVD head "
+        r"\(`head_init=\"(\w+)\"`\).*? \| best val mAP@all ([\d.]+) → \*\*([\d.]+)\*\* \|",
+        lambda: (
+            get_preset("emoji-demo").head_init,
+            get_preset("emoji-quick").head_init,
+            *_config_comment(r"best val mAP@all ([\d.]+) from the SVD head, ([\d.]+) from the probe"),
         ),
     ),
 ]
