@@ -43,7 +43,7 @@ from dsn_lab.losses import SupConLoss
 from dsn_lab.memory import SketchMemory
 from dsn_lab.metrics import ITQ, evaluate_retrieval, rank_gallery
 from dsn_lab.selection import training_sets
-from dsn_lab.step import TERMS, dsn_losses, lr_factor
+from dsn_lab.step import TERMS, dsn_losses, dsn_step, lr_factor
 
 STRICT_ENV = "DSN_LAB_EXERCISES_STRICT"
 
@@ -1032,3 +1032,318 @@ def check_memory_gradient(
     if off:
         return _result(ex, "fail", "; ".join(off) + ".", strict)
     return _result(ex, "pass", f"as autograd; gradient norms {', '.join(norms)}.", strict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 00 · setup, 05 · ablations, 07 · retrieval explorer
+# ---------------------------------------------------------------------------------------------------
+def _named_values(answer: Any, names: Sequence[str], ex: str, what: str, strict: bool | None) -> Any:
+    """``answer`` as a dict over exactly ``names``, or the fail result saying what was expected."""
+    if isinstance(answer, Mapping) and set(answer) == set(names):
+        return dict(answer)
+    got = sorted(map(str, answer)) if isinstance(answer, Mapping) else type(answer).__name__
+    return _result(ex, "fail", f"expected a dict {{{what}}} with keys {sorted(names)}, got {got}.", strict)
+
+
+def check_quirk_in_force(
+    answer: Mapping[str, Any] | None,
+    configs: Mapping[str, DSNConfig],
+    name: str = "head_bias",
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 00.1: ``{config name: value of quirk name in force}``, against ``cfg.quirk(name)``."""
+    ex = "00.1"
+    if answer is None:
+        return _unanswered(ex, "in_force", strict)
+    got = _named_values(answer, list(configs), ex, "config name: value", strict)
+    if isinstance(got, CheckResult):
+        return got
+    want = {k: cfg.quirk(name) for k, cfg in configs.items()}
+    off = [f"{k}: {got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k]]
+    if off:
+        hint = ""
+        if any(got[k] == getattr(cfg, name) != want[k] for k, cfg in configs.items()):
+            hint = f" That is the raw field: None follows faithful (QUIRKS['{name}'] = (released, fixed))."
+        elif any(getattr(cfg, name) is not None and got[k] != want[k] for k, cfg in configs.items()):
+            hint = " An explicit value wins over faithful."
+        return _result(ex, "fail", "; ".join(off) + "." + hint, strict)
+    return _result(ex, "pass", "; ".join(f"{k} {v!r}" for k, v in want.items()) + ".", strict)
+
+
+class _CountingModel(nn.Module):
+    """A stand-in network for :func:`images_per_step`: records how many images each forward pass gets."""
+
+    def __init__(self, n_classes: int = 2, dim: int = 4) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1, dim))
+        self.n_classes, self.seen = n_classes, 0
+
+    def forward(self, x: Tensor, dom: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self.seen += len(x)
+        h = x.flatten(1).mean(1, keepdim=True) + dom * self.w  # [N, dim], depends on the domain flag
+        return h[:, : self.n_classes], h[:, : self.n_classes], h, h
+
+
+def images_per_step(cfg: DSNConfig) -> int:
+    """Images the student network processes in one training step of ``cfg``: :func:`dsn_step`'s forward
+    pass, counted on a 1-pixel batch shaped as ``cfg``'s loader builds it (the teacher's pass not counted)."""
+    s, p = cfg.sketches_per_batch, cfg.photos_per_batch
+    img = {"sketch": torch.zeros(s, 3, 1, 1), "photo": torch.zeros(p, 3, 1, 1)}
+    batch = {
+        **img,
+        "sketch_label": torch.arange(s) % 2,
+        "photo_label": torch.arange(p) % 2,
+        **{f"{k}_views": [img[k].clone() for _ in range(cfg.augment_views)] for k in img},
+    }
+    model = _CountingModel()
+    dsn_step(model, batch, cfg.replace(use_kd=False, use_memory=False, contrastive_dim=None))
+    return model.seen
+
+
+def check_images_per_step(
+    answer: Mapping[str, int] | None, configs: Mapping[str, DSNConfig], *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 00.2: ``{config name: images per training step}``, against :func:`images_per_step`."""
+    ex = "00.2"
+    if answer is None:
+        return _unanswered(ex, "images", strict)
+    got = _named_values(answer, list(configs), ex, "config name: images", strict)
+    if isinstance(got, CheckResult):
+        return got
+    want = {k: images_per_step(cfg) for k, cfg in configs.items()}
+    off = [f"{k}: {got[k]} (expected {want[k]})" for k in want if got[k] != want[k]]
+    if off:
+        hints = []
+        for k, cfg in configs.items():
+            s_p = cfg.sketches_per_batch + cfg.photos_per_batch
+            if got[k] == s_p * (1 + cfg.augment_views) != want[k]:
+                hints.append(f"{k} trains without SupCon: its augmented views are not computed")
+            elif got[k] in (s_p * cfg.augment_views, s_p) and got[k] != want[k]:
+                hints.append(f"{k}: each image goes through once plain and augment_views times augmented")
+        return _result(
+            ex, "fail", "; ".join(off) + "." + (" " + "; ".join(hints) + "." if hints else ""), strict
+        )
+    return _result(
+        ex, "pass", "; ".join(f"{k} {v}" for k, v in want.items()) + " (counted in dsn_step).", strict
+    )
+
+
+def _quirks_differ(a: DSNConfig, b: DSNConfig) -> set[str]:
+    qa, qb = a.quirks(), b.quirks()
+    return {k for k in qa if qa[k] != qb[k]}
+
+
+def _names(answer: Any) -> set[str] | None:
+    if isinstance(answer, str):
+        return None
+    try:
+        return {str(x) for x in answer}
+    except TypeError:
+        return None
+
+
+def _set_result(
+    ex: str, got: set[str], want: set[str], hint: str, shown: str, strict: bool | None
+) -> CheckResult:
+    if got != want:
+        parts = [f"missing {sorted(want - got)}"] if want - got else []
+        parts += [f"not expected {sorted(got - want)}"] if got - want else []
+        return _result(ex, "fail", "; ".join(parts) + "." + hint, strict)
+    return _result(ex, "pass", shown, strict)
+
+
+def check_quirks_differ(
+    answer: Iterable[str] | None, a: DSNConfig, b: DSNConfig, *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 00.3: the fidelity fields whose value *in force* differs between ``a`` and ``b``
+    (``cfg.quirks()``), not the raw fields ``cfg.diff`` lists."""
+    ex = "00.3"
+    if answer is None:
+        return _unanswered(ex, "behaviours", strict)
+    got = _names(answer)
+    if got is None:
+        return _result(ex, "fail", "expected a set of field names.", strict)
+    want, raw = _quirks_differ(a, b), set(a.diff(b))
+    hint = (
+        " Those are the raw fields (cfg.diff): compare what each run does, cfg.quirks()."
+        if got == raw
+        else ""
+    )
+    shown = f"{len(want)} behaviours differ, from {len(raw)} raw fields ({sorted(raw)})."
+    return _set_result(ex, got, want, hint, shown, strict)
+
+
+def seed_stats(runs: Any, metric: str = "mAP@all") -> Any:
+    """Mean and sample std (NaN for one seed) of ``metric`` per run of a :func:`~dsn_lab.course.run_ablations`
+    frame, as :func:`~dsn_lab.course.ablation_table` computes them (course sits beside this module)."""
+    return runs.groupby("run", sort=False)[metric].agg(["mean", "std"])
+
+
+def check_ablation_stats(
+    answer: Mapping[str, Sequence[float]] | None,
+    runs: Any,
+    metric: str = "mAP@all",
+    *,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 05.1: ``{run: (mean, std)}`` of ``metric`` over seeds, by hand from ``runs``, against
+    :func:`seed_stats`, i.e. ``ablation_table`` (tolerance 1e-9; std NaN for one seed)."""
+    ex = "05.1"
+    if answer is None:
+        return _unanswered(ex, "stats", strict)
+    table = seed_stats(runs, metric)
+    got = _named_values(answer, list(table.index), ex, "run: (mean, std)", strict)
+    if isinstance(got, CheckResult):
+        return got
+    off, ddof0 = [], False
+    for run, row in table.iterrows():
+        pair = _floats(got[run])
+        if pair is None or len(pair) != 2:
+            off.append(f"{run}: expected (mean, std)")
+            continue
+        std_ok = _same(pair[1], float(row["std"]))
+        if _close(pair[0], float(row["mean"]), 1e-9, 1e-9) and std_ok:
+            continue
+        values = runs.loc[runs["run"] == run, metric].to_numpy(dtype=np.float64)
+        ddof0 = ddof0 or _close(pair[1], float(values.std()), 1e-9, 1e-9)
+        off.append(f"{run}: ({pair[0]:.4f}, {pair[1]:.4f}), expected ({row['mean']:.4f}, {row['std']:.4f})")
+    if off:
+        hint = (
+            " The std is the sample std (ddof=1, pandas' default): NaN for one seed, not 0." if ddof0 else ""
+        )
+        return _result(ex, "fail", "; ".join(off[:3]) + "." + hint, strict)
+    n = sorted(set(runs.groupby("run")["seed"].nunique()))
+    return _result(ex, "pass", f"as ablation_table for {len(table)} runs (seeds per run: {n}).", strict)
+
+
+def check_best_term(
+    answer: str | None,
+    table: Any,
+    baseline: str = "SAKE baseline (CE+KD)",
+    candidates: Sequence[str] = ("+ contrastive", "+ memory"),
+    metric: str = "mAP@all",
+    *,
+    predicted: str | None = None,
+    strict: bool | None = None,
+) -> CheckResult:
+    """Exercise 05.2: the row of ``candidates`` whose mean ``metric`` gains most over ``baseline`` in
+    ``table`` (:func:`~dsn_lab.course.ablation_table`'s frame); any of tied rows passes."""
+    ex = "05.2"
+    if answer is None:
+        return _unanswered(ex, "helps_most", strict)
+    mean = table[(metric, "mean")] if (metric, "mean") in table.columns else table[metric]
+    gains = {c: float(mean[c] - mean[baseline]) for c in candidates}
+    shown = ", ".join(f"{c} {g:+.4f}" for c, g in gains.items())
+    if not isinstance(answer, str) or answer not in gains:
+        return _result(ex, "fail", f"expected one of {list(candidates)}, got {answer!r}.", strict)
+    best = max(gains.values())
+    guess = (
+        f" Your prediction {predicted!r}: {'right' if predicted == answer else 'wrong'}." if predicted else ""
+    )
+    if not _close(gains[answer], best, 0.0, 1e-12):
+        return _result(
+            ex, "fail", f"{answer} gains {gains[answer]:+.4f}; gains over {baseline}: {shown}.", strict
+        )
+    return _result(ex, "pass", f"{answer}; gains in {metric} over {baseline}: {shown}.{guess}", strict)
+
+
+def check_changed_fields(
+    answer: Iterable[str] | None, base: DSNConfig, row: DSNConfig, *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 05.3: the config fields an ablation row changes, against ``base.diff(row)``; the pass
+    line shows what they resolve to (``cfg.quirk``)."""
+    ex = "05.3"
+    if answer is None:
+        return _unanswered(ex, "changed", strict)
+    got = _names(answer)
+    if got is None:
+        return _result(ex, "fail", "expected a set of field names.", strict)
+    want = set(base.diff(row))
+    hint = (
+        " The row sets its fields explicitly; it does not set faithful." if "faithful" in got - want else ""
+    )
+    resolved = ", ".join(f"{k}: {base.quirk(k)!r} -> {row.quirk(k)!r}" for k in sorted(want))
+    return _set_result(ex, got, want, hint, f"{sorted(want)}; in force {resolved}.", strict)
+
+
+def _explorer_arrays(explorer: Any, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Query codes, their labels, the gallery codes and labels of checkpoint ``model`` (real codes) of a
+    :class:`~dsn_lab.widgets.RetrievalExplorer` or its :class:`~dsn_lab.widgets.Explorer`."""
+    exp = getattr(explorer, "explorer", explorer)
+    fs = exp.sets[model]
+    return fs.query_codes(False), exp.query_labels, fs.gallery, exp.gallery_labels
+
+
+def check_wrong_top1(
+    answer: int | None, explorer: Any, model: str = "DSN", *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 07.1: a test sketch whose nearest photo (``rank_gallery``, real codes, as the explorer
+    ranks) is of another class."""
+    ex = "07.1"
+    if answer is None:
+        return _unanswered(ex, "wrong_query", strict)
+    q, ql, g, gl = _explorer_arrays(explorer, model)
+    if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)) or not 0 <= answer < len(q):
+        return _result(ex, "fail", f"expected a query index in [0, {len(q)}), got {answer!r}.", strict)
+    top = int(np.asarray(rank_gallery(q[int(answer)], g, topk=1))[0])
+    names = getattr(getattr(explorer, "explorer", explorer), "classes", None)
+    cls = (lambda i: names[i]) if names else str
+    said = f"query {int(answer)} ({cls(int(ql[answer]))}): the nearest photo #{top} is of {cls(int(gl[top]))}"
+    if gl[top] == ql[answer]:
+        return _result(ex, "fail", f"{said}, its own class: that top-1 is right.", strict)
+    return _result(ex, "pass", f"{said}.", strict)
+
+
+def check_first_hit_rank(
+    answer: int | None, explorer: Any, query: int, model: str = "DSN", *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 07.2: the 1-based rank of the first photo of the query's class in ``rank_gallery``'s
+    ranking of the whole gallery (exact)."""
+    ex = "07.2"
+    if answer is None:
+        return _unanswered(ex, "first_hit", strict)
+    q, ql, g, gl = _explorer_arrays(explorer, model)
+    order = np.asarray(rank_gallery(q[int(query)], g))
+    want = int(np.flatnonzero(gl[order] == ql[int(query)])[0]) + 1
+    got = _number(answer)
+    if got != want:
+        hint = " Ranks start at 1 (the nearest photo is rank 1)." if got == want - 1 else ""
+        return _result(ex, "fail", f"rank {answer}, expected {want}.{hint}", strict)
+    return _result(
+        ex, "pass", f"query {int(query)}: the first right photo at rank {want} of {len(g)}.", strict
+    )
+
+
+def check_top1_accuracy(
+    answer: Mapping[str, float] | None, explorer: Any, *, strict: bool | None = None
+) -> CheckResult:
+    """Exercise 07.3: ``{checkpoint: share of test sketches whose nearest photo is of their class}``,
+    against ``evaluate_retrieval(ks=(1,), average="query")``'s P@1 (tolerance 1e-9)."""
+    ex = "07.3"
+    if answer is None:
+        return _unanswered(ex, "top1", strict)
+    exp = getattr(explorer, "explorer", explorer)
+    got = _named_values(answer, exp.model_names, ex, "checkpoint: share", strict)
+    if isinstance(got, CheckResult):
+        return got
+    want = {}
+    for m in exp.model_names:
+        res = evaluate_retrieval(*_explorer_arrays(exp, m), ks=(1,), average="query")
+        want[m] = float(res["P@1"])
+    n = len(exp.query_labels)
+    off = []
+    for m, w in want.items():
+        v = _number(got[m])
+        if v is None or not _close(v, w, 1e-9, 1e-9):
+            count = (
+                " (a count: divide by the number of queries)"
+                if v is not None and _close(v, w * n, 0, 1e-6)
+                else ""
+            )
+            off.append(f"{m}: {got[m]!r}, expected {w:.4f}{count}")
+    if off:
+        return _result(ex, "fail", "; ".join(off) + ".", strict)
+    return _result(
+        ex, "pass", "; ".join(f"{m} {w:.4f}" for m, w in want.items()) + f" of {n} sketches.", strict
+    )

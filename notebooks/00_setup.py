@@ -244,4 +244,79 @@ for name in (
     print(f"dsn_lab.{name:10s}", "ok" if found else "MISSING")
 
 # %% [markdown]
+# ## 7. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/00_setup_solutions.py`; try first, and predict before you
+# compute. They use `dsn_lab.config` (the fields of `DSNConfig`, `QUIRKS`, `cfg.quirk`, `cfg.quirks()`,
+# `cfg.diff`) and the configs built in the next cell.
+
+# %%
+from dsn_lab import exercises as ex
+from dsn_lab.config import QUIRKS, get_preset
+
+HEAD_CONFIGS = {  # a preset, the same with faithful=True, and that with head_bias set explicitly
+    "emoji-quick": get_preset("emoji-quick"),
+    "emoji-quick faithful": get_preset("emoji-quick", faithful=True),
+    "emoji-quick faithful + imagenet": get_preset("emoji-quick", faithful=True, head_bias="imagenet"),
+}
+STEP_CONFIGS = {  # full DSN, the SAKE baseline (no SupCon, no memory) and a paper preset
+    "emoji-quick": get_preset("emoji-quick"),
+    "emoji-quick SAKE": get_preset("emoji-quick", use_contrastive=False, use_memory=False),
+    "sketchy-s1-paper": get_preset("sketchy-s1-paper"),
+}
+print(
+    "head_bias fields:", {k: c.head_bias for k, c in HEAD_CONFIGS.items()}, "| QUIRKS:", QUIRKS["head_bias"]
+)
+
+# %% [markdown]
+# ### Exercise 00.1 · Which head-bias initialisation does each config train with?
+#
+# A fidelity field left at `None` follows `faithful`: `QUIRKS[name]` is `(released value, fixed value)`, and
+# an explicit value always wins. Without calling `cfg.quirk`, write the `head_bias` in force for each config
+# of `HEAD_CONFIGS`. The check compares with `cfg.quirk("head_bias")`.
+
+# %% tags=["exercise"]
+# Exercise 00.1
+in_force = None  # YOUR CODE HERE: {name: "random" or "imagenet"} for each name in HEAD_CONFIGS
+
+# %%
+ex.check_quirk_in_force(in_force, HEAD_CONFIGS, "head_bias")
+
+# %% [markdown]
+# ### Exercise 00.2 · How many images go through the network in one training step?
+#
+# A step draws `sketches_per_batch` sketches (S) and `photos_per_batch` photos (P); with SupCon on
+# (`use_contrastive`), each image also comes with `augment_views` augmented views, and all of them go
+# through the network in one forward pass (without SupCon the views are not computed). Compute the number
+# for each config of `STEP_CONFIGS` from its fields. The check counts the images `dsn_lab.step.dsn_step`
+# feeds the network (the ImageNet teacher's own pass over the S + P plain images not counted). Which
+# costs more per step: a bigger batch or one more view?
+
+# %% tags=["exercise"]
+# Exercise 00.2
+images = None  # YOUR CODE HERE: {name: images per step} for each name in STEP_CONFIGS
+
+# %%
+ex.check_images_per_step(images, STEP_CONFIGS)
+
+# %% [markdown]
+# ### Exercise 00.3 · Released versus fixed: how many behaviours differ?
+#
+# `sketchy-s1-released` (every quirk of the released code) and `sketchy-s1-paper` (the quirks fixed)
+# differ in a few raw fields (`cfg.diff`), yet in many behaviours. Give the names of the fidelity fields
+# whose value *in force* differs between the two (`cfg.quirks()` lists every one with its value in
+# force). Why does one field, `faithful`, change so many?
+
+# %% tags=["exercise"]
+# Exercise 00.3
+RELEASED, FIXED = get_preset("sketchy-s1-released"), get_preset("sketchy-s1-paper")
+behaviours = None  # YOUR CODE HERE: the set of fidelity fields whose value in force differs
+
+# %%
+ex.check_quirks_differ(behaviours, RELEASED, FIXED)
+
+# %% [markdown]
 # **Next:** `01_data_preparation` builds the datasets, `02_model_and_losses` opens up the model.

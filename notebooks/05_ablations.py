@@ -140,3 +140,68 @@ plots.plot_ablations(
     xlabel=f"mAP@all on the unseen classes ({base.dataset}, {len(SEEDS)} seed(s))",
     save_to=fig_path("ablations"),
 )
+
+# %% [markdown]
+# ## 4. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/05_ablations_solutions.py`; try first. They use `runs` (section 1:
+# one row per run and seed), `table` (section 2), `base` and `ABLATIONS`. With `QUICK = True` the numbers
+# are noise and there is one seed; the reasoning is the same with the full settings.
+
+# %%
+from dsn_lab import exercises as ex
+
+print(f"{len(runs)} runs: {runs['run'].nunique()} rows x {runs['seed'].nunique()} seed(s)")
+
+# %% [markdown]
+# ### Exercise 05.1 · Mean ± std over seeds, by hand
+#
+# From `runs` only (not `table`): for every row of `ABLATIONS`, the mean and the standard deviation of
+# `mAP@all` over its seeds, as `{run: (mean, std)}`. Use the sample standard deviation (divide by
+# $n - 1$, pandas' default): what is it with a single seed, and why is that more honest than 0? The check
+# compares with `dsn_lab.course.ablation_table(runs)` (tolerance 1e-9).
+
+# %% tags=["exercise"]
+# Exercise 05.1
+stats = None  # YOUR CODE HERE: {run: (mean mAP@all, std mAP@all)} for each run in ABLATIONS
+
+# %%
+ex.check_ablation_stats(stats, runs, "mAP@all")
+
+# %% [markdown]
+# ### Exercise 05.2 · Which term helps most?
+#
+# Put your guess in `PREDICTED` first. Then, from `table`, the row among "+ contrastive" and "+ memory"
+# whose mean mAP@all gains most over the SAKE baseline. Is the gain larger than the spread over seeds (with
+# one seed you cannot tell)? Does full DSN gain the sum of the two?
+
+# %% tags=["exercise"]
+# Exercise 05.2
+PREDICTED = None  # your guess before you compute: "+ contrastive" or "+ memory"
+helps_most = None  # YOUR CODE HERE: "+ contrastive" or "+ memory", from table's mAP@all means
+
+# %%
+ex.check_best_term(
+    helps_most, table, "SAKE baseline (CE+KD)", ("+ contrastive", "+ memory"), predicted=PREDICTED
+)
+
+# %% [markdown]
+# ### Exercise 05.3 · Why the faithful row trains like "+ contrastive"
+#
+# `plus_contrastive` and `faithful_cfg` (section 2) are the configs of two rows. Give the config fields in
+# which they differ (the check compares with `plus_contrastive.diff(faithful_cfg)` and shows what each field
+# resolves to). Then say why three changed fields give the same gradients: what is the gradient of a loss
+# computed on detached features, and what does a constant added to the loss change?
+
+# %%
+plus_contrastive = base.replace(**ABLATIONS["+ contrastive"])
+
+# %% tags=["exercise"]
+# Exercise 05.3
+changed = None  # YOUR CODE HERE: the set of field names in which faithful_cfg differs from plus_contrastive
+
+# %%
+ex.check_changed_fields(changed, plus_contrastive, faithful_cfg)

@@ -142,3 +142,73 @@ HTML(explorer.grid.value)
 # %%
 ok = explorer.query_image_bytes(b"this is not a PNG", name="notes.txt")
 print("accepted:", ok, "| message:", explorer.message.value)
+
+# %% [markdown]
+# ## 4. Exercises
+#
+# Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says
+# `# YOUR CODE HERE`), and a check cell that compares your answer with what the package computes
+# (`dsn_lab.exercises`): ✓ when it agrees, ✗ with what is off, "not answered yet" while the answer is `None`.
+# The answers are in `notebooks/solutions/07_retrieval_explorer_solutions.py`; try first. The explorer ranks
+# with `dsn_lab.metrics.rank_gallery` (Euclidean distance on the real-valued codes, nearest first, ties by
+# gallery index); the next cell takes its codes and labels out of `explorer`.
+
+# %%
+import numpy as np
+
+from dsn_lab import exercises as ex
+from dsn_lab.metrics import rank_gallery
+
+codes = explorer.explorer.sets["DSN"]  # the trained checkpoint's codes: test sketches and gallery photos
+q_codes, g_codes = codes.queries, codes.gallery
+q_labels, g_labels = explorer.explorer.query_labels, explorer.explorer.gallery_labels
+per_class = np.bincount(g_labels)
+print(
+    f"{len(q_codes)} query codes, {len(g_codes)} gallery codes ({per_class.min()} to {per_class.max()} per class)"
+)
+top5 = rank_gallery(q_codes[0], g_codes, topk=5)  # what the explorer shows for sketch 0 with k = 5
+print(f"sketch 0 ({q_labels[0]}): nearest photos {top5.tolist()}, of classes {g_labels[top5].tolist()}")
+
+# %% [markdown]
+# ### Exercise 07.1 · A query the model gets wrong
+#
+# Find, by code, a test sketch whose nearest photo (the first of `rank_gallery(q_codes[i], g_codes)`) is of
+# another class. Then pick it in the explorer (its name in the list is `explorer.explorer.query_names[i]`)
+# and look at the grid: is the wrong photo a look-alike, a related concept, or unrelated?
+
+# %% tags=["exercise"]
+# Exercise 07.1
+wrong_query = None  # YOUR CODE HERE: the index of a test sketch whose top-1 photo is of another class
+
+# %%
+ex.check_wrong_top1(wrong_query, explorer, "DSN")
+
+# %% [markdown]
+# ### Exercise 07.2 · Where is the first right photo?
+#
+# For query `QUERY` (the one of 07.1 by default), the rank of the first photo of its class in the ranking of
+# the whole gallery, counting from 1 (the nearest photo is rank 1). How does it compare with `K`, the number
+# of photos the grid shows?
+
+# %% tags=["exercise"]
+# Exercise 07.2
+QUERY = wrong_query if wrong_query is not None else 0
+first_hit = None  # YOUR CODE HERE: the 1-based rank of the first photo of q_labels[QUERY]'s class
+
+# %%
+ex.check_first_hit_rank(first_hit, explorer, QUERY, "DSN")
+
+# %% [markdown]
+# ### Exercise 07.3 · How often is the first photo right, before and after training?
+#
+# For each checkpoint of the explorer (`explorer.explorer.model_names`: "before training" and "DSN"), the
+# share of test sketches whose nearest photo is of their class. The check compares with
+# `evaluate_retrieval(..., ks=(1,), average="query")`'s P@1. What does the untrained network get right, and
+# why is that above zero?
+
+# %% tags=["exercise"]
+# Exercise 07.3
+top1 = None  # YOUR CODE HERE: {checkpoint name: share of queries with a right top-1 photo}
+
+# %%
+ex.check_top1_accuracy(top1, explorer)

@@ -15,18 +15,21 @@ from __future__ import annotations
 import copy
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dsn_lab import exercises as ex
-from dsn_lab.config import get_preset
+from dsn_lab.config import QUIRKS, get_preset
+from dsn_lab.course import ablation_table
 from dsn_lab.data import get_dataset
 from dsn_lab.data.batching import paired_loader_from_config
 from dsn_lab.data.fixtures import make_synthetic_emojisketch
@@ -35,6 +38,7 @@ from dsn_lab.memory import SketchMemory
 from dsn_lab.metrics import itq_fit
 from dsn_lab.step import dsn_losses
 from dsn_lab.train import train
+from dsn_lab.widgets import Explorer, FeatureSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_notebooks as tnb  # noqa: E402
@@ -49,6 +53,9 @@ WITH_EXERCISES = {
     "03_training.ipynb": "03_training_solutions.py",
     "04_evaluation.ipynb": "04_evaluation_solutions.py",
     "06_domain_gap.ipynb": "06_domain_gap_solutions.py",
+    "00_setup.ipynb": "00_setup_solutions.py",
+    "05_ablations.ipynb": "05_ablations_solutions.py",
+    "07_retrieval_explorer.ipynb": "07_retrieval_explorer_solutions.py",
 }
 HEADER = re.compile(r"^# Exercise (\d\d\.\d+)\b", re.M)
 
@@ -528,6 +535,155 @@ def test_memory_gradient(toy_bank):
     _status(ex.check_memory_gradient(dict(right, fixed=4 * fixed), banks, photos, labels), "fail", "factor 4")
     _status(ex.check_memory_gradient(dict(right, fixed=fixed[:2]), banks, photos, labels), "fail", "shape")
     _all_modes(ex.check_memory_gradient, dict(right, fixed=fixed * 1.1), banks, photos, labels)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 00 · setup, 05 · ablations, 07 · retrieval explorer (answers computed here from the fields, by hand)
+# ---------------------------------------------------------------------------------------------------
+def test_quirk_in_force():
+    configs = {
+        "fixed": get_preset("emoji-quick"),
+        "faithful": get_preset("emoji-quick", faithful=True),
+        "explicit": get_preset("emoji-quick", faithful=True, head_bias="imagenet"),
+    }
+    right = {"fixed": "imagenet", "faithful": "random", "explicit": "imagenet"}
+    _status(ex.check_quirk_in_force(right, configs), "pass", "faithful 'random'")
+    _status(ex.check_quirk_in_force(dict(right, fixed=None), configs), "fail", "raw field")
+    _status(ex.check_quirk_in_force(dict(right, explicit="random"), configs), "fail", "explicit value wins")
+    _status(ex.check_quirk_in_force({"fixed": "imagenet"}, configs), "fail", "expected a dict")
+    _all_modes(ex.check_quirk_in_force, dict(right, faithful="imagenet"), configs)
+
+
+def test_images_per_step():
+    dsn = get_preset("cpu-quick", augment_views=3)  # S 4, P 8
+    configs = {"dsn": dsn, "sake": dsn.replace(use_contrastive=False, use_memory=False)}
+    assert ex.images_per_step(configs["dsn"]) == 12 * 4 and ex.images_per_step(configs["sake"]) == 12
+    right = {"dsn": 48, "sake": 12}
+    _status(ex.check_images_per_step(right, configs), "pass", "dsn 48; sake 12")
+    _status(ex.check_images_per_step(dict(right, sake=48), configs), "fail", "without SupCon")
+    _status(ex.check_images_per_step(dict(right, dsn=36), configs), "fail", "once plain")
+    _all_modes(ex.check_images_per_step, dict(right, dsn=47), configs)
+
+
+def test_quirks_differ():
+    a, b = get_preset("tuberlin-released"), get_preset("tuberlin-paper")
+    right = {
+        name
+        for name, (released, fixed) in QUIRKS.items()
+        if released != fixed and a.quirk(name) != b.quirk(name)
+    }
+    assert len(right) > len(set(a.diff(b)) - {"output_dir", "preset", "notes"})  # more behaviours than fields
+    _status(ex.check_quirks_differ(right, a, b), "pass", f"{len(right)} behaviours differ")
+    _status(ex.check_quirks_differ(list(right), a, b), "pass")
+    _status(ex.check_quirks_differ(set(a.diff(b)), a, b), "fail", "raw fields")
+    _status(ex.check_quirks_differ("head_bias", a, b), "fail", "set of field names")
+    _all_modes(ex.check_quirks_differ, right - {"head_bias"}, a, b)
+
+
+@pytest.fixture()
+def ablation_runs():
+    """Two rows with three seeds and one with a single seed, as run_ablations returns them."""
+    maps = {"base": [0.20, 0.22, 0.27], "+ a": [0.30, 0.25, 0.26], "+ b": [0.24]}
+    rows = [
+        {"run": r, "seed": s + 1, "mAP@all": v, "P@100": v / 10, "train seconds": 1.0}
+        for r, vs in maps.items()
+        for s, v in enumerate(vs)
+    ]
+    return pd.DataFrame(rows), maps
+
+
+def test_ablation_stats(ablation_runs):
+    runs, maps = ablation_runs
+    # the checker's statistics are ablation_table's (exercises may not import course: same layer)
+    pd.testing.assert_frame_equal(ex.seed_stats(runs), ablation_table(runs)["mAP@all"])
+    right = {
+        r: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else math.nan) for r, v in maps.items()
+    }
+    _status(ex.check_ablation_stats(right, runs), "pass", "3 runs (seeds per run: [1, 3])")
+    population = {r: (statistics.mean(v), statistics.pstdev(v)) for r, v in maps.items()}
+    _status(ex.check_ablation_stats(population, runs), "fail", "sample std")
+    _status(ex.check_ablation_stats(dict(right, base=0.24), runs), "fail", "expected (mean, std)")
+    _all_modes(ex.check_ablation_stats, dict(right, base=(0.24, right["base"][1])), runs)
+
+
+def test_best_term(ablation_runs):
+    runs, maps = ablation_runs
+    table = ablation_table(runs)
+    gains = {r: statistics.mean(maps[r]) - statistics.mean(maps["base"]) for r in ("+ a", "+ b")}
+    best = max(gains, key=gains.get)
+    other = min(gains, key=gains.get)
+    assert gains[best] > gains[other]
+    res = ex.check_best_term(best, table, "base", ("+ a", "+ b"), predicted=other)
+    _status(res, "pass", f"{best} {gains[best]:+.4f}", "prediction '" + other + "': wrong")
+    _status(ex.check_best_term("+ c", table, "base", ("+ a", "+ b")), "fail", "expected one of")
+    _status(ex.check_best_term(["+ a"], table, "base", ("+ a", "+ b")), "fail", "expected one of")
+    _all_modes(ex.check_best_term, other, table, "base", ("+ a", "+ b"))
+    tied = ablation_table(runs.assign(**{"mAP@all": 0.5}))
+    for row in ("+ a", "+ b"):
+        _status(ex.check_best_term(row, tied, "base", ("+ a", "+ b")), "pass")
+
+
+def test_changed_fields():
+    base = get_preset("emoji-quick")
+    plus = base.replace(use_memory=False)
+    faithful_row = base.replace(memory_grad=False, memory_row_overwrite=True)
+    right = {"use_memory", "memory_grad", "memory_row_overwrite"}
+    _status(ex.check_changed_fields(right, plus, faithful_row), "pass", "memory_grad: True -> False")
+    _status(
+        ex.check_changed_fields(right - {"use_memory"}, plus, faithful_row), "fail", "missing ['use_memory']"
+    )
+    _status(
+        ex.check_changed_fields(right | {"faithful"}, plus, faithful_row), "fail", "does not set faithful"
+    )
+    _all_modes(ex.check_changed_fields, {"memory_grad"}, plus, faithful_row)
+
+
+@pytest.fixture()
+def explorer(retrieval):
+    """An explorer over the retrieval fixture: "DSN" its features, "before" a random projection of them."""
+    q, ql, g, gl = retrieval
+    w = np.random.default_rng(2).normal(size=(8, 8))
+    sets = [FeatureSet("DSN", g, q), FeatureSet("before", g @ w, q @ w)]
+    return Explorer(sets, gl, ["cat", "dog", "owl", "bee"], query_labels=ql)
+
+
+def _nearest(q, g):
+    return np.array([np.argsort(np.linalg.norm(g - x, axis=1), kind="stable")[0] for x in q])
+
+
+def test_wrong_top1(explorer, retrieval):
+    q, ql, g, gl = retrieval
+    right_top1 = gl[_nearest(q, g)] == ql
+    assert right_top1.any() and not right_top1.all()
+    wrong, right = int(np.flatnonzero(~right_top1)[0]), int(np.flatnonzero(right_top1)[0])
+    _status(ex.check_wrong_top1(wrong, explorer), "pass", f"query {wrong} (")
+    _status(ex.check_wrong_top1(np.int64(wrong), explorer), "pass")
+    _status(ex.check_wrong_top1(len(q), explorer), "fail", "expected a query index")
+    _all_modes(ex.check_wrong_top1, right, explorer)
+
+
+def test_first_hit_rank(explorer, retrieval):
+    q, ql, g, gl = retrieval
+    i = next(i for i in range(len(q)) if _ranks(*retrieval, i)[0] > 2)  # the first hit not at the top
+    right = int(_ranks(*retrieval, i)[0])
+    _status(ex.check_first_hit_rank(right, explorer, i), "pass", f"rank {right} of {len(g)}")
+    _status(ex.check_first_hit_rank(right - 1, explorer, i), "fail", "Ranks start at 1")
+    _all_modes(ex.check_first_hit_rank, right + 1, explorer, i)
+
+
+def test_top1_accuracy(explorer, retrieval):
+    q, ql, g, gl = retrieval
+    fs = explorer.sets["before"]
+    right = {
+        "DSN": (gl[_nearest(q, g)] == ql).mean(),
+        "before": (gl[_nearest(fs.queries, fs.gallery)] == ql).mean(),
+    }
+    assert 0 < right["DSN"] < 1
+    _status(ex.check_top1_accuracy(right, explorer), "pass", f"of {len(q)} sketches")
+    counts = {k: v * len(q) for k, v in right.items()}
+    _status(ex.check_top1_accuracy(counts, explorer), "fail", "a count")
+    _status(ex.check_top1_accuracy({"DSN": right["DSN"]}, explorer), "fail", "expected a dict")
+    _all_modes(ex.check_top1_accuracy, dict(right, DSN=right["DSN"] + 0.01), explorer)
 
 
 # ---------------------------------------------------------------------------------------------------
