@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements/lock.txt
 PYTEST_WORKERS ?= 2
 
-.PHONY: install sysdeps demo demo-quick figures test test-fast front-door lint format notebooks lock bench clean
+.PHONY: install sysdeps demo demo-quick figures course-results test test-fast front-door lint format notebooks lock bench clean
 
 # Installs the exact versions of requirements/lock.txt (runtime + [lab] + [dev]), then the package itself
 # without resolving again, so a run today and a run next year get the same packages. `pip install -e .` is the
@@ -39,6 +39,11 @@ demo-quick: install
 figures: install
 	$(PY) -c "from dsn_lab.plots import plot_architecture; plot_architecture(save_to='figures/dsn_architecture.png')"
 	$(PY) -m dsn_lab demo --baseline --figures-dir figures
+
+# The full runs (QUICK = False) of notebooks 03-06 whose figures and results are committed in figures/ and
+# results/ (more than two hours on a 2-core CPU; interrupted, it resumes). COURSE_ARGS, e.g. "--runs-dir DIR".
+course-results: install
+	$(PY) scripts/course_full_runs.py $(COURSE_ARGS)
 
 test: install sysdeps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -ra --durations=25 $(PYTEST_ARGS)

@@ -26,8 +26,10 @@ Inputs may be numpy arrays or torch tensors; everything is computed in float64 n
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from dsn_lab._atomic import atomic_path
 from dsn_lab.inference import encode
 
 __all__ = ["domain_gap", "project", "DomainGapCallback", "GAP_KEYS", "rbf_mmd2"]
@@ -367,6 +370,34 @@ def project(
     return [part for part in np.split(y, np.cumsum(sizes)[:-1])]
 
 
+def project_sequence(
+    frames: Sequence[Sequence[Any]], method: str = "tsne", seed: int = 0, **kw: Any
+) -> list[list[np.ndarray]]:
+    """:func:`project` each frame (e.g. the codes of the same images at every epoch), each frame's map
+    starting from the previous one's layout, so the maps read as a sequence: a point moves only as far as
+    its neighbourhood changed, instead of every map being rotated and mirrored anew.
+
+    ``frames``: a list of frames, each a list of arrays as :func:`project` takes (same points, same order in
+    every frame). t-SNE and UMAP take the previous layout as ``init`` (for t-SNE rescaled to the standard
+    deviation 1e-4 of its PCA initialisation); PCA fits each frame alone. ``kw`` go to :func:`project`.
+    """
+    if not frames:
+        raise ValueError("project_sequence: no frames")
+    sizes = [sum(len(a) for a in frame) for frame in frames]
+    if len(set(sizes)) != 1:
+        raise ValueError(f"project_sequence: every frame must hold the same points; sizes {sizes}")
+    out: list[list[np.ndarray]] = []
+    for frame in frames:
+        extra = dict(kw)
+        if out and method.lower() in ("tsne", "umap"):
+            previous = np.concatenate(out[-1])
+            if method.lower() == "tsne":
+                previous = previous / max(float(previous[:, 0].std()), 1e-12) * 1e-4
+            extra["init"] = previous
+        out.append(project(frame, method=method, seed=seed, **extra))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # training callback
 # ---------------------------------------------------------------------------------------------------
@@ -387,6 +418,10 @@ class DomainGapCallback:
     ``device=None`` uses the device of the model's parameters. Call it yourself on the untrained model to
     get the "before training" row: ``cb(model, epoch=0, step=0)``. ``gap_kwargs`` go to :func:`domain_gap`
     (default ``n_permutations=100`` to keep per-epoch cost low).
+
+    ``keep_codes_in``: a folder; each call also writes the encoded subset there as
+    ``epoch<NNN>.npz`` (``sketch``, ``sketch_labels``, ``photo``, ``photo_labels``, float16 codes), so the
+    maps of the gap over training can be drawn after the run (:func:`load_gap_codes`).
     """
 
     def __init__(
@@ -401,6 +436,7 @@ class DomainGapCallback:
         max_samples: int | None = 500,
         seed: int = 0,
         prefix: str = "gap/",
+        keep_codes_in: str | os.PathLike[str] | None = None,
         **gap_kwargs: Any,
     ) -> None:
         if feature not in ("code", "pooled"):
@@ -413,6 +449,7 @@ class DomainGapCallback:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.prefix = prefix
+        self.keep_codes_in = None if keep_codes_in is None else Path(keep_codes_in)
         gap_kwargs.setdefault("n_permutations", 100)
         gap_kwargs.setdefault("max_samples", None)  # the subset below is already the cap
         self.gap_kwargs = gap_kwargs
@@ -471,10 +508,56 @@ class DomainGapCallback:
         output = "code" if self.feature == "code" else "features"
         return encode(model, self._batches(prepared), domain=domain, device=self.device, output=output)
 
+    def codes(self, model: Any) -> dict[str, np.ndarray]:
+        """The model's codes of the fixed subset, as :func:`load_gap_codes` returns one epoch's: ``sketch``,
+        ``sketch_labels``, ``photo``, ``photo_labels`` (e.g. the untrained model's, for an epoch 0)."""
+        xs, ls = self.encode(model, self._sketch, 0)
+        xp, lp = self.encode(model, self._photo, 1)
+        return {"sketch": xs, "sketch_labels": ls, "photo": xp, "photo_labels": lp}
+
     def __call__(self, model: Any, epoch: int, step: int) -> dict[str, float]:
         if epoch % self.every != 0:
             return {}
-        xs, ls = self.encode(model, self._sketch, 0)
-        xp, lp = self.encode(model, self._photo, 1)
+        codes = self.codes(model)
+        xs, ls, xp, lp = codes["sketch"], codes["sketch_labels"], codes["photo"], codes["photo_labels"]
+        if self.keep_codes_in is not None:
+            save_gap_codes(self.keep_codes_in / f"epoch{epoch:03d}.npz", xs, ls, xp, lp)
         gap = domain_gap(xs, ls, xp, lp, seed=self.seed, **self.gap_kwargs)
         return {f"{self.prefix}{k}": float(v) for k, v in gap.items()}
+
+
+def save_gap_codes(
+    path: str | os.PathLike[str], sketch: Any, sketch_labels: Any, photo: Any, photo_labels: Any
+) -> Path:
+    """Write one epoch's codes (float16) and labels to ``path`` (``.npz``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "sketch": np.asarray(sketch, np.float16),
+        "sketch_labels": np.asarray(sketch_labels, np.int64),
+        "photo": np.asarray(photo, np.float16),
+        "photo_labels": np.asarray(photo_labels, np.int64),
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_gap_codes(folder: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]]:
+    """The codes a :class:`DomainGapCallback` with ``keep_codes_in=folder`` wrote: ``{epoch: arrays}``
+    in epoch order (float32 codes). A folder without any is an error that says where they come from."""
+    folder = Path(folder)
+    files = sorted(folder.glob("epoch[0-9][0-9][0-9].npz"))
+    if not files:
+        raise FileNotFoundError(
+            f"{folder}: no epochNNN.npz code files. They are written by DomainGapCallback(keep_codes_in=...) "
+            "during training; course runs (dsn_lab.course.ensure_run) keep them in <run folder>/gap_codes."
+        )
+    out = {}
+    for f in files:
+        with np.load(f) as z:
+            out[int(f.stem[5:])] = {
+                k: (z[k].astype(np.float32) if k in ("sketch", "photo") else z[k]) for k in z
+            }
+    return out

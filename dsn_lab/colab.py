@@ -6,11 +6,17 @@ notebook 04 finds the run notebook 03 wrote, even after a disconnect. Datasets s
 reading tens of thousands of small images from a mounted Drive is far slower than one copy of an archive
 (:func:`import_dataset_archive` makes that copy). Outside Colab, local folders are used: the clone's
 ``runs/`` and ``figures/`` when the notebook runs inside a clone, else the working directory's.
-``$DSN_LAB_RUNS`` and ``$DSN_LAB_FIGURES`` override both (CI points them at temporary folders).
+``$DSN_LAB_RUNS``, ``$DSN_LAB_FIGURES`` and ``$DSN_LAB_RESULTS`` override them (CI points them at
+temporary folders).
+
+Full runs (``QUICK = False``) of notebooks 03-06 were run once and their figures and results committed in the
+clone's ``figures/`` and ``results/`` (``scripts/course_full_runs.py``); :meth:`Workspace.show_full_run`
+puts them beside a QUICK run's own output.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -20,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from dsn_lab import __version__
+from dsn_lab._atomic import atomic_path
 from dsn_lab._cache import data_home
 from dsn_lab.data import get_dataset
 from dsn_lab.data.datasets import SPECS, default_root
 from dsn_lab.data.fetch import colab_import_from_drive, import_archive
 
 DEFAULT_DRIVE_DIR = "/content/drive/MyDrive/dsn_lab"
+#: Where a kernel without a clone (Colab after a pip install) finds the committed full-run figures.
+FULL_RUN_URL = "https://raw.githubusercontent.com/dsn-lab/dsn-lab/main"
+#: The command that made the committed full-run figures and results.
+FULL_RUN_COMMAND = "python scripts/course_full_runs.py"
 # The folders drive.mount() shows under its mount point: "My Drive" and the shared drives.
 _DRIVE_TOP = ("MyDrive", "Shareddrives")
 _NAMES_PROJECT = re.compile(r"""^name\s*=\s*["']dsn-lab["']""", re.M)  # in a pyproject.toml
@@ -88,11 +99,68 @@ class Workspace:
     in_colab: bool
     drive: Path | None = None  # DRIVE_DIR when runs and figures are on Google Drive
     quick: bool = True
+    results: Path | None = None  # result JSON files (default: ``results/`` beside ``figures/``)
 
     def fig_path(self, name: str) -> Path:
         """``<figures>/<name>.png``; QUICK runs write ``<name>-quick.png`` so they never replace a full-run
         figure."""
         return self.figures / (f"{name}-quick.png" if self.quick else f"{name}.png")
+
+    def result_path(self, name: str) -> Path:
+        """``<results>/<name>.json`` (``<name>-quick.json`` for QUICK runs, as :meth:`fig_path`)."""
+        folder = self.results if self.results is not None else self.figures.parent / "results"
+        return folder / (f"{name}-quick.json" if self.quick else f"{name}.json")
+
+    def save_result(self, name: str, data: dict[str, Any]) -> Path:
+        """Write ``data`` (JSON-able; numpy numbers become floats) to :meth:`result_path`, atomically, with
+        ``quick`` and the package version added."""
+        path = self.result_path(name)
+        payload = {"quick": self.quick, "dsn_lab": __version__, **data}
+        text = json.dumps(payload, indent=1, default=_json_default) + "\n"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return path
+
+    def full_run_result(self, name: str) -> dict[str, Any] | None:
+        """The committed full-run result ``results/<name>.json`` of the clone, or None outside a clone."""
+        path = self.root / "results" / f"{name}.json"
+        return json.loads(path.read_text("utf-8")) if path.is_file() else None
+
+    def show_full_run(self, *names: str, width: int = 900) -> list[str]:
+        """Show the committed full-run figures ``figures/<name>.png`` under a heading that says so, for a
+        QUICK run to be read beside them. From the clone when there is one, else from GitHub (Colab after a
+        pip install). In a full run (``QUICK = False``) the figures just drawn are the full run: nothing is
+        shown twice. A clone that lacks one says so (it has not been made yet). Returns where each figure was
+        found."""
+        if not self.quick:
+            print(
+                "This notebook ran in full (QUICK = False): the figures above are the full run "
+                f"({', '.join(f'figures/{n}.png' for n in names)} in a clone)."
+            )
+            return []
+        from IPython.display import HTML, Image, display
+
+        display(
+            HTML(
+                "<p><b>Full run</b> (QUICK = False, the committed <code>figures/</code>, made by "
+                f"<code>{FULL_RUN_COMMAND}</code> on a 2-core CPU); the outputs above are this QUICK "
+                "run's.</p>"
+            )
+        )
+        found = []
+        in_clone = find_checkout(self.root) is not None
+        for name in names:
+            local = self.root / "figures" / f"{name}.png"
+            if local.is_file():
+                display(Image(filename=str(local), width=width))
+                found.append(str(local))
+            elif in_clone:  # a clone without it: not made yet, and GitHub would not have it either
+                print(f"figures/{name}.png is not in this clone (yet): `make course-results` makes it.")
+            else:
+                url = f"{FULL_RUN_URL}/figures/{name}.png"
+                display(Image(url=url, width=width))
+                found.append(url)
+        return found
 
     def run_dir(self, name: str) -> Path:
         """``<runs>/<name>``, a run folder named by hand. The course notebooks name theirs after the
@@ -109,8 +177,18 @@ class Workspace:
                 f"  data    -> {self.data}  (local disk)",
                 f"  runs    -> {self.runs}",
                 f"  figures -> {self.figures}",
+                f"  results -> {self.result_path('x').parent}",
             ]
         )
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays, paths: what result dictionaries hold besides plain numbers."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"save_result: {type(value).__name__} is not JSON-able")
 
 
 def setup(
@@ -136,10 +214,18 @@ def setup(
     base = drive if drive is not None else root
     runs = Path(os.environ.get("DSN_LAB_RUNS") or base / "runs").expanduser()
     figures = Path(os.environ.get("DSN_LAB_FIGURES") or base / "figures").expanduser()
-    for folder in (runs, figures):
+    results = Path(os.environ.get("DSN_LAB_RESULTS") or figures.parent / "results").expanduser()
+    for folder in (runs, figures, results):
         folder.mkdir(parents=True, exist_ok=True)
     ws = Workspace(
-        root=root, data=data_home(), runs=runs, figures=figures, in_colab=colab, drive=drive, quick=quick
+        root=root,
+        data=data_home(),
+        runs=runs,
+        figures=figures,
+        in_colab=colab,
+        drive=drive,
+        quick=quick,
+        results=results,
     )
     if verbose:
         print(f"dsn_lab {__version__} | " + ws.describe())

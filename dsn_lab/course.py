@@ -182,12 +182,16 @@ def train_live(
 # ---------------------------------------------------------------------------------------------------
 # a disconnect, simulated
 # ---------------------------------------------------------------------------------------------------
+# The child records the gap as ensure_run does, so the epoch it finishes before the kill has its row too.
 _CHILD = (
     "import json, sys\n"
+    "from pathlib import Path\n"
     "from dsn_lab.config import DSNConfig\n"
+    "from dsn_lab.course import GAP_CODES_DIR, gap_recorder\n"
     "from dsn_lab.train import train\n"
     "cfg = DSNConfig.from_dict(json.loads(open(sys.argv[1], encoding='utf-8').read()))\n"
-    "train(cfg, device=sys.argv[2], verbose=False)\n"
+    "recorder = gap_recorder(cfg, keep_codes_in=Path(cfg.output_dir) / GAP_CODES_DIR)\n"
+    "train(cfg, device=sys.argv[2], verbose=False, callbacks=[recorder])\n"
 )
 
 
@@ -195,7 +199,7 @@ def train_until_killed(
     cfg: DSNConfig,
     *,
     device: str | torch.device | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float = 3600.0,
     poll_s: float = 0.2,
 ) -> dict[str, Any] | None:
     """Train ``cfg`` in a child process and kill it (SIGKILL, no clean-up) once it has written ``last.pt``:
@@ -203,7 +207,8 @@ def train_until_killed(
     the checkpoint holds), or None when the run folder already has a ``last.pt`` (nothing is started).
 
     A child that fails before its first checkpoint raises RuntimeError with the end of its error output;
-    one still without a checkpoint after ``timeout_s`` is killed and reported the same way.
+    one still without a checkpoint after ``timeout_s`` is killed and reported the same way (an hour by
+    default: a full run's first epoch on a busy 2-core CPU took over ten minutes).
     """
     out = Path(cfg.output_dir).expanduser()
     last = out / LAST_NAME
@@ -240,6 +245,8 @@ def train_until_killed(
 # ---------------------------------------------------------------------------------------------------
 #: Images per domain the domain gap is measured on at each epoch end of a course run (notebook 06 reads it).
 GAP_SAMPLES = 500
+#: The folder of a course run where its recorder keeps each epoch's codes (``analysis.load_gap_codes``).
+GAP_CODES_DIR = "gap_codes"
 
 
 def run_folder(cfg: DSNConfig, runs_dir: str | os.PathLike[str]) -> Path:
@@ -264,11 +271,15 @@ def run_folder(cfg: DSNConfig, runs_dir: str | os.PathLike[str]) -> Path:
     return Path(runs_dir).expanduser() / f"{cfg.preset or 'custom'}-{losses}-seed{cfg.seed}-{key}"
 
 
-def gap_recorder(cfg: DSNConfig, max_samples: int = GAP_SAMPLES) -> DomainGapCallback:
+def gap_recorder(
+    cfg: DSNConfig, max_samples: int = GAP_SAMPLES, keep_codes_in: str | os.PathLike[str] | None = None
+) -> DomainGapCallback:
     """The training callback of every :func:`ensure_run`: the domain gap of the unseen classes
     (:class:`~dsn_lab.analysis.DomainGapCallback`, ``gap/...`` history columns) at each epoch end, on a fixed,
     seeded subset of ``max_samples`` images per domain. Recorded whichever notebook trains the run, so
-    notebook 06 finds the curves in a run notebook 03 or 05 trained; call it on a model for its row."""
+    notebook 06 finds the curves in a run notebook 03 or 05 trained; call it on a model for its row.
+    ``keep_codes_in`` also keeps each epoch's codes there (:func:`ensure_run`: ``<run folder>/gap_codes``),
+    for notebook 06's maps of the gap over training."""
     tf = eval_transform(cfg.image_size)
     data = {
         domain: get_dataset(
@@ -276,7 +287,9 @@ def gap_recorder(cfg: DSNConfig, max_samples: int = GAP_SAMPLES) -> DomainGapCal
         )
         for domain in ("sketch", "photo")
     }
-    return DomainGapCallback(data["sketch"], data["photo"], max_samples=max_samples, seed=0)
+    return DomainGapCallback(
+        data["sketch"], data["photo"], max_samples=max_samples, seed=0, keep_codes_in=keep_codes_in
+    )
 
 
 def _finished(folder: Path) -> bool:
@@ -349,7 +362,7 @@ def ensure_run(
     if verbose:
         state = "continuing the unfinished" if (folder / LAST_NAME).is_file() else "training the missing"
         print(f"{state} run {folder}", flush=True)
-    callbacks = [gap_recorder(cfg)]
+    callbacks = [gap_recorder(cfg, keep_codes_in=folder / GAP_CODES_DIR)]
     if live:
         return train_live(cfg, device=device, refresh_s=refresh_s, callbacks=callbacks, save_to=save_to)
     return train(cfg, resume=True, device=device, callbacks=callbacks, verbose=False)
@@ -416,6 +429,24 @@ def ablation_table(runs: pd.DataFrame, order: Sequence[str] | None = None) -> pd
             raise KeyError(f"ablation_table: runs {unknown} are not in the results ({list(table.index)})")
         table = table.loc[list(order)]
     return table
+
+
+# ---------------------------------------------------------------------------------------------------
+# a QUICK run beside the committed full run
+# ---------------------------------------------------------------------------------------------------
+def beside_full_run(
+    this: Mapping[str, Any], full: Mapping[str, Any] | None, keys: Sequence[str], *, quick: bool = True
+) -> pd.DataFrame:
+    """``keys`` of this run's result and of the committed full run's (``Workspace.full_run_result``), side
+    by side and labelled which is which; the full column is left out when there is none (no clone) or when
+    this run is the full run (``quick=False``)."""
+    missing = [k for k in keys if k not in this]
+    if missing:
+        raise KeyError(f"beside_full_run: {missing} are not in this run's result ({list(this)})")
+    columns = {"this run (QUICK)" if quick else "this run (full)": [this[k] for k in keys]}
+    if quick and full is not None:
+        columns["full run (committed results/)"] = [full.get(k, float("nan")) for k in keys]
+    return pd.DataFrame(columns, index=list(keys))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -58,16 +58,17 @@ __all__ = [
 DOMAIN_NAMES = ("sketch", "photo")
 _DOMAIN_COLORS = {"sketch": "#d1495b", "photo": "#00798c"}
 _DOMAIN_MARKERS = {"sketch": "X", "photo": "o"}
+_HIT_COLOR, _MISS_COLOR = "#2a9d3f", "#d62828"  # retrieval frames: same class as the query / another
 
-#: Labels and the "smaller gap" direction of each domain_gap measure (for titles).
+#: Labels of the domain_gap measures for titles; the arrow points the way a smaller gap moves the measure.
 GAP_LABELS = {
-    "domain_classifier_acc": "domain classifier acc. (0.5 = no gap)",
-    "mmd": "MMD² (RBF)",
+    "domain_classifier_acc": "domain classifier acc. ↓ (0.5 = no gap)",
+    "mmd": "MMD² (RBF) ↓",
     "mmd_pvalue": "MMD permutation p-value",
-    "centroid_distance": "sketch–photo centroid distance",
-    "sketch_dispersion": "sketch intra-class dispersion",
-    "photo_dispersion": "photo intra-class dispersion",
-    "cross_domain_nn_agreement": "cross-domain NN class agreement",
+    "centroid_distance": "sketch–photo centroid distance ↓",
+    "sketch_dispersion": "sketch intra-class dispersion ↓",
+    "photo_dispersion": "photo intra-class dispersion ↓",
+    "cross_domain_nn_agreement": "cross-domain NN class agreement ↑",
 }
 _DEFAULT_GAP_MEASURES = (
     "domain_classifier_acc",
@@ -174,6 +175,8 @@ def _to_frame(history: Any, name: str = "history"):
 
 def _domain_names(domains: np.ndarray) -> np.ndarray:
     d = np.asarray(domains)
+    if d.dtype.kind == "f" and d.size and np.all(d == np.round(d)):  # 0.0 / 1.0, as np.zeros gives them
+        d = d.astype(int)
     if d.dtype.kind in "iub":
         bad = set(np.unique(d).tolist()) - {0, 1}
         if bad:
@@ -203,6 +206,7 @@ def plot_projection_before_after(
     class_names: Sequence[str] | None = None,
     titles: tuple[str, str] = ("before training", "after training"),
     max_legend_classes: int = 12,
+    highlight: int | Sequence[Any] = 8,
     point_size: float = 14.0,
     suptitle: str | None = None,
     save_to: str | os.PathLike | None = None,
@@ -214,41 +218,94 @@ def plot_projection_before_after(
     "sketch" / "photo" strings; when None and the coordinates are given as a list of two arrays, the first is
     taken as sketches and the second as photos. ``labels``: ``[N]`` class labels. In the class row, sketches
     are crosses and photos dots, so a class whose sketches and photos overlap shows both markers together.
-    The class legend is shown only up to ``max_legend_classes`` classes.
+    Up to ``max_legend_classes`` classes each get a colour and a legend entry. With more (a hundred colours
+    cannot be told apart), only ``highlight`` classes are coloured -- that many spread over the sorted class
+    list, or the labels given -- and the rest are light grey, so the row shows whether *those* classes'
+    sketches sit among their photos; the legend names them.
     """
-    import seaborn as sns
 
     if domains is None:
         if not (isinstance(before_2d, (list, tuple)) and len(before_2d) == 2):
             raise ValueError("domains is required unless before_2d is a list [sketch_2d, photo_2d]")
         domains = np.r_[np.zeros(len(before_2d[0]), int), np.ones(len(before_2d[1]), int)]
     b, a = _coords(before_2d, "before_2d"), _coords(after_2d, "after_2d")
+    return plot_projection_panels(
+        [b, a],
+        domains,
+        labels,
+        titles=titles,
+        class_names=class_names,
+        max_legend_classes=max_legend_classes,
+        highlight=highlight,
+        point_size=point_size,
+        suptitle=suptitle,
+        save_to=save_to,
+    )
+
+
+def plot_projection_panels(
+    frames_2d: Sequence[Any],
+    domains: Any,
+    labels: Any,
+    *,
+    titles: Sequence[str],
+    class_names: Sequence[str] | None = None,
+    max_legend_classes: int = 12,
+    highlight: int | Sequence[Any] = 8,
+    point_size: float = 14.0,
+    panel_size: float = 5.5,
+    suptitle: str | None = None,
+    save_to: str | os.PathLike | None = None,
+):
+    """Small multiples of 2-D maps of the same N points: one column per frame (``frames_2d``, each
+    ``[N, 2]``, e.g. before / after training or every epoch), top row coloured by domain, bottom row by
+    class. The other arguments are those of :func:`plot_projection_before_after`, which calls this with two
+    frames; ``panel_size`` is the side of one panel in inches."""
+    import seaborn as sns
+
+    frames = [_coords(f, f"frames_2d[{i}]") for i, f in enumerate(frames_2d)]
+    if not frames:
+        raise ValueError("plot_projection_panels: no frames")
+    if len(titles) != len(frames):
+        raise ValueError(f"plot_projection_panels: {len(frames)} frames but {len(titles)} titles")
     dom = _domain_names(_np(domains).reshape(-1))
     if labels is None:
         raise ValueError("labels is required: [N] class labels of the projected points")
     lab = _np(labels).reshape(-1)
-    if not (len(b) == len(a) == len(dom) == len(lab)):
+    if any(len(f) != len(frames[0]) for f in frames) or not (len(frames[0]) == len(dom) == len(lab)):
         raise ValueError(
-            f"before_2d ({len(b)}), after_2d ({len(a)}), domains ({len(dom)}) and labels ({len(lab)}) "
-            "must describe the same points"
+            f"frames ({', '.join(str(len(f)) for f in frames)} points), domains ({len(dom)}) and labels "
+            f"({len(lab)}) must describe the same points"
         )
     classes = list(dict.fromkeys(np.sort(lab).tolist()))
     if class_names is not None and np.asarray(lab).dtype.kind in "iu":
         names = [str(class_names[int(c)]) for c in classes]
     else:
         names = [str(c) for c in classes]
+    if len(classes) <= max_legend_classes:
+        shown = list(classes)
+    elif isinstance(highlight, (int, np.integer)):
+        shown = [
+            classes[int(i)] for i in np.unique(np.linspace(0, len(classes) - 1, int(highlight)).astype(int))
+        ]
+    else:
+        shown = [c for c in classes if c in set(np.asarray(list(highlight)).tolist())]
+        if len(shown) != len(set(np.asarray(list(highlight)).tolist())):
+            raise ValueError(f"highlight: {list(highlight)} are not all labels of the projected points")
     palette = (
-        sns.color_palette("husl", len(classes))
-        if len(classes) > 10
-        else sns.color_palette("colorblind", len(classes))
+        sns.color_palette("husl", len(shown))
+        if len(shown) > 10
+        else sns.color_palette("colorblind", len(shown))
     )
-    color_of = {c: palette[i] for i, c in enumerate(classes)}
+    color_of = {c: palette[i] for i, c in enumerate(shown)}
+    greyed = len(shown) < len(classes)
 
     dom_order = [n for n in DOMAIN_NAMES if n in set(dom)] + sorted(set(dom) - set(DOMAIN_NAMES))
     with style_context():
-        fig = _new_figure((11, 10))
-        axes = fig.subplots(2, 2)
-        for col, (xy, title) in enumerate(zip((b, a), titles)):
+        n = len(frames)
+        fig = _new_figure((panel_size * n, panel_size * 2 - 1.0))
+        axes = np.asarray(fig.subplots(2, n, squeeze=False))
+        for col, (xy, title) in enumerate(zip(frames, titles)):
             ax = axes[0, col]
             for d in dom_order:
                 m = dom == d
@@ -263,24 +320,55 @@ def plot_projection_before_after(
                     marker=_DOMAIN_MARKERS.get(d, "o"),
                 )
             ax.set_title(f"{title}: by domain")
-            ax.legend(loc="best", fontsize="small", markerscale=1.5)
+            if col == 0 or n <= 2:
+                ax.legend(loc="best", fontsize="small", markerscale=1.5)
             ax = axes[1, col]
+            if greyed:  # the other classes first, underneath: context, not content
+                rest = ~np.isin(lab, shown)
+                for d in dom_order:
+                    m = rest & (dom == d)
+                    ax.scatter(
+                        xy[m, 0],
+                        xy[m, 1],
+                        s=point_size * 0.6,
+                        color="#cfcfcf",
+                        alpha=0.5,
+                        linewidths=0,
+                        marker=_DOMAIN_MARKERS.get(d, "o"),
+                    )
             for c, name in zip(classes, names):
+                if c not in color_of:
+                    continue
                 for d in dom_order:
                     m = (lab == c) & (dom == d)
                     if m.any():
                         ax.scatter(
                             xy[m, 0],
                             xy[m, 1],
-                            s=point_size,
-                            alpha=0.75,
-                            linewidths=0,
+                            s=point_size * (2.2 if greyed else 1.0),
+                            alpha=0.9 if greyed else 0.75,
+                            linewidths=0.4 if greyed else 0,
+                            edgecolors="#333333" if greyed else "none",
                             color=color_of[c],
                             marker=_DOMAIN_MARKERS.get(d, "o"),
                             label=name if d == dom[lab == c][0] else None,
                         )
-            ax.set_title(f"{title}: by class (x sketch, o photo)")
-            if len(classes) <= max_legend_classes:
+            ax.set_title(f"{title}: by class" + ("" if greyed else " (x sketch, o photo)"))
+            if col == n - 1 and greyed:  # one legend for all columns, under the panels
+                handles, texts = ax.get_legend_handles_labels()
+                fig.legend(
+                    handles,
+                    texts,
+                    loc="outside lower center",
+                    ncol=min(len(texts), 4),
+                    frameon=False,
+                    fontsize="small",
+                    markerscale=1.2,
+                    title=f"{len(shown)} of {len(classes)} classes in colour, the rest grey "
+                    "(x sketch, o photo)",
+                    title_fontsize="small",
+                )
+            elif not greyed and (col == 0 or n <= 2):
                 ax.legend(loc="best", fontsize="x-small", ncol=2 if len(classes) > 6 else 1)
         for ax in axes.flat:
             ax.set_xticks([])
@@ -478,11 +566,42 @@ def _default_panels(columns: Sequence[str]) -> dict[str, list[str]]:
     return {k: v for k, v in panels.items() if v}
 
 
+#: Short legend names of the loss columns a training history has.
+LOSS_LABELS = {
+    "loss": "total",
+    "loss_ce": "CE",
+    "loss_kd": "KD",
+    "loss_contrastive": "SupCon",
+    "loss_memory": "memory",
+}
+
+
+_LR_LABELS = {"lr": "head", "lr_backbone": "backbone"}  # the trainer's parameter groups
+
+
+def _merge_equal_columns(df, cols: Sequence[str], tol: float) -> list[tuple[str, str]]:
+    """``(column, label)`` pairs with a column that equals an earlier one (within ``tol`` on every row
+    both have) folded into that one's label, so two lines drawn on top of each other read as one."""
+    kept: list[list[str]] = []
+    for c in cols:
+        for group in kept:
+            both = df[[group[0], c]].dropna()
+            if len(both) and np.allclose(both[group[0]], both[c], atol=tol, rtol=0.0):
+                group.append(c)
+                break
+        else:
+            kept.append([c])
+    return [(g[0], " = ".join(g)) for g in kept]
+
+
 def plot_training_curves(
     history: Any,
     *,
     x: str | None = None,
     panels: Mapping[str, Sequence[str]] | None = None,
+    smooth: int | None = None,
+    best: str | None = None,
+    ncols: int = 2,
     save_to: str | os.PathLike | None = None,
 ):
     """Loss terms, accuracy, learning rate and validation metric over training, one panel each.
@@ -493,6 +612,14 @@ def plot_training_curves(
     ``panels={"title": [columns]}`` overrides the grouping. ``x`` defaults to "step" when present, else
     "epoch", else the row number. Each column is drawn over the rows where it has a value, so per-step and
     per-epoch rows can be mixed.
+
+    Made to be read at notebook or README width: the panels sit in a grid of ``ncols`` columns; the total
+    loss is the thick dark line and the terms thin ones, named under the panel (a legend never covers a
+    line); a series with many noisy points (per-batch loss, accuracy) is drawn faint with its running mean
+    over ``smooth`` rows on top (default: about a tenth of its points, at least 3; ``smooth=0`` turns it
+    off); validation columns equal within 0.005 to an earlier one are drawn once, named together; and the
+    maximum of ``best`` (default: the first validation column) is starred, the point checkpoint selection
+    keeps.
     """
     df = _to_frame(history)
     if x is None:
@@ -513,30 +640,69 @@ def plot_training_curves(
             "plot_training_curves: no loss / accuracy / lr / validation columns found in "
             f"{list(df.columns)[:20]}"
         )
+    if best is None:
+        val_cols = [c for t, cs in groups.items() if "valid" in t.lower() for c in cs]
+        best = val_cols[0] if val_cols else None
+    elif best not in df.columns:
+        raise KeyError(f"plot_training_curves: best={best!r} is not a column of the history")
     n = len(groups)
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
     with style_context():
-        fig = _new_figure((4.2 * n, 3.4))
-        axes = np.atleast_1d(fig.subplots(1, n)).ravel()
+        fig = _new_figure((4.6 * ncols, 3.3 * nrows))
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax in axes[n:]:
+            ax.set_visible(False)
         for ax, (title, cols) in zip(axes, groups.items()):
-            for c in cols:
+            is_val = "valid" in title.lower()
+            pairs = _merge_equal_columns(df, cols, 0.005) if is_val else [(c, c) for c in cols]
+            for c, label in pairs:
                 sub = df[[x, c]].dropna()
                 if sub.empty:
                     continue
-                ax.plot(
-                    sub[x].to_numpy(),
-                    sub[c].to_numpy(dtype=float),
-                    label=c,
-                    marker="o" if len(sub) <= 30 else None,
-                    ms=3,
-                )
+                xs, ys = sub[x].to_numpy(), sub[c].to_numpy(dtype=float)
+                total = c in ("loss", "total") and len(pairs) > 1
+                style = {"color": "#222222", "lw": 2.2, "zorder": 3} if total else {"lw": 1.3}
+                label = {**LOSS_LABELS, **_LR_LABELS}.get(label, label) if len(pairs) > 1 else label
+                window = smooth if smooth is not None else max(3, len(sub) // 10)
+                noisy = not is_val and title != "learning rate"  # a schedule is exact: nothing to smooth
+                if window and len(sub) >= 4 * window and noisy:
+                    (line,) = ax.plot(
+                        xs, ys, alpha=0.25, lw=0.8, **{k: v for k, v in style.items() if k != "lw"}
+                    )
+                    mean = sub[c].rolling(window, min_periods=1).mean().to_numpy(dtype=float)
+                    ax.plot(xs, mean, label=label, **{**style, "color": line.get_color()})
+                else:
+                    ax.plot(xs, ys, label=label, marker="o" if len(sub) <= 30 else None, ms=3.5, **style)
+                if c == best and len(sub):
+                    i = int(np.nanargmax(ys))
+                    ax.plot(xs[i], ys[i], marker="*", ms=14, color="#e9a100", mec="#333333", zorder=4)
+                    ax.annotate(
+                        f"best {ys[i]:.3f}",
+                        (xs[i], ys[i]),
+                        textcoords="offset points",
+                        xytext=(0, -16),
+                        ha="right" if i == len(xs) - 1 and len(xs) > 1 else "center",
+                        fontsize="small",
+                    )
             if title == "learning rate":
                 values = df[cols].to_numpy(dtype=float)
                 if np.nanmin(values) > 0:
                     ax.set_yscale("log")
             ax.set_title(title, fontsize="medium")
             ax.set_xlabel(x)
-            if len(cols) > 1:
-                ax.legend(fontsize="x-small")
+            if len(pairs) > 1:
+                ax.legend(
+                    loc="upper center",
+                    bbox_to_anchor=(0.5, -0.2),
+                    ncol=min(len(pairs), 5),
+                    fontsize="x-small",
+                    frameon=False,
+                    handlelength=1.5,
+                    columnspacing=1.0,
+                )
+            elif pairs:
+                ax.set_ylabel(pairs[0][1], fontsize="small")
     return _finish(fig, save_to)
 
 
@@ -616,7 +782,7 @@ def plot_retrieval_grid(
             for j in range(k):
                 ax = axes[r, j + 1]
                 ax.imshow(_to_hwc(galleries[r][j], denormalize))
-                color = "#2a9d3f" if mask[r, j] else "#d62828"
+                color = _HIT_COLOR if mask[r, j] else _MISS_COLOR
                 for side in ax.spines.values():
                     side.set_visible(True)
                     side.set_edgecolor(color)
@@ -629,6 +795,16 @@ def plot_retrieval_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
+        from matplotlib.patches import Patch
+
+        frames = [
+            Patch(facecolor="none", edgecolor=c, linewidth=3, label=t)
+            for c, t in (
+                (_HIT_COLOR, "same class as the query (a hit)"),
+                (_MISS_COLOR, "another class (a miss)"),
+            )
+        ]
+        fig.legend(handles=frames, loc="outside lower center", ncol=2, frameon=False, fontsize="small")
     return _finish(fig, save_to)
 
 

@@ -121,6 +121,61 @@ from dsn_lab.train import _Trainer
 print(inspect.getsource(_Trainer._step_losses))
 
 # %% [markdown]
+# ### One training step, by hand
+#
+# The pieces the trainer puts together, one at a time, on one batch: the config's paired loader
+# (class-aligned batches: the class of every sketch also among the photos), the model as `train` builds it
+# (before the head initialisation `train` does first, from a probe or an SVD: `head_init`), the step's
+# fixed inputs (`step_inputs`: the frozen ImageNet teacher with its WordNet `cid_mask` for KD, and the
+# sketch memory bank), the optimiser with its two learning rates (`make_optimizer`: the backbone at
+# `lr * backbone_lr_mult`), and `dsn_step`; then backward and one optimiser step, and `dsn_step` again on
+# the same batch (the memory bank put back as it was). The table has the terms (unweighted) and the total
+# (weighted by the `w_*` fields) before and after. Which terms fell? Did any rise? (Adam's first update
+# moves every weight by about its learning rate, whichever way its gradient points.) The trainer does
+# exactly this, each time on a new batch.
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from dsn_lab.data.batching import paired_loader_from_config
+from dsn_lab.model import build_model
+from dsn_lab.selection import training_sets
+from dsn_lab.step import dsn_step, make_optimizer, step_inputs
+
+torch.manual_seed(cfg.seed)
+data = training_sets(cfg, Path(cfg.data_root), verbose=False)
+batch = next(iter(paired_loader_from_config(cfg, data["sketch"], data["photo"], seed=cfg.seed)))
+print({k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
+print(f"+ {len(batch['sketch_views'])} augmented view(s) of every sketch and photo (SupCon's second view)")
+net = build_model(cfg, len(data["classes"])).to(DEVICE).train()
+fixed = step_inputs(cfg, data["classes"], net.feature_dim, DEVICE)
+optimizer = make_optimizer(net, cfg)
+step_cfg = cfg.replace(use_kd=fixed.use_kd)  # as the trainer does: KD only when there is a teacher
+bank = {k: v.clone() for k, v in fixed.memory.state_dict().items()} if fixed.memory is not None else None
+
+
+before = dsn_step(net, batch, step_cfg, teacher=fixed.teacher, memory=fixed.memory, cid_mask=fixed.cid_mask)
+optimizer.zero_grad()
+before.total.backward()  # gradients of the weighted total
+optimizer.step()  # one AdamW update
+if bank is not None:
+    fixed.memory.load_state_dict(bank)  # the bank the first call saw
+with torch.no_grad():
+    after = dsn_step(
+        net, batch, step_cfg, teacher=fixed.teacher, memory=fixed.memory, cid_mask=fixed.cid_mask
+    )
+print("learning rates:", {g.get("name", "head"): g["lr"] for g in optimizer.param_groups})
+pd.DataFrame(
+    {
+        when: {"total": float(out.total.detach()), **{k: float(v.detach()) for k, v in out.terms.items()}}
+        for when, out in (("before the step", before), ("after one step", after))
+    }
+).round(4)
+
+# %% [markdown]
 # ### Why the CPU presets differ from the paper's settings
 #
 # The `emoji-*` presets run DSN's method with settings that small CPU batches need. The code cell
@@ -219,6 +274,45 @@ print(
     f"{cfg.image_size} px)"
 )
 epochs.round(3)
+
+# %% [markdown]
+# ### This run beside the full run
+#
+# QUICK trains a few steps on tiny images, so its numbers are noise. The full run (`QUICK = False`: the
+# `emoji-demo` preset, 5 epochs of 32 steps at 112 px) was run once on a 2-core CPU with
+# `python scripts/course_full_runs.py`, and its curves and numbers are committed
+# (`figures/training_curves_emoji-demo.png`, `results/training_emoji-demo.json`). This run's summary is
+# saved the same way (`WS.save_result`: a `-quick.json` for a QUICK run, so it never replaces the full
+# one); below, the two side by side, then the full run's curves.
+
+# %%
+from IPython.display import display
+
+from dsn_lab.course import beside_full_run
+
+summary = {
+    "preset": cfg.preset,
+    "run": result.output_dir.name,
+    "optimiser steps": int(hist["step"].max()),
+    "wall seconds": round(float(epochs["elapsed"].iloc[-1]), 1),
+    "median seconds per step": round(float(hist["time_per_step"].median()), 3),
+    "selection": result.selection,
+    "best epoch": result.best_epoch,
+    "best val metric": result.best_metric,
+    "device": str(DEVICE),
+    "epochs": epochs.to_dict("records"),
+}
+print("saved", WS.save_result(f"training_{cfg.preset}", summary))
+keys = [
+    "preset",
+    "optimiser steps",
+    "wall seconds",
+    "median seconds per step",
+    "best epoch",
+    "best val metric",
+]
+display(beside_full_run(summary, WS.full_run_result("training_emoji-demo"), keys, quick=QUICK))
+WS.show_full_run("training_curves_emoji-demo")
 
 # %% [markdown]
 # ## 6. What is in the run folder

@@ -311,6 +311,47 @@ plots.plot_retrieval_grid(
 )
 
 # %% [markdown]
+# ### This run beside the full run
+#
+# The numbers above are those of this notebook's run (noise with QUICK). The full run (`QUICK = False`:
+# notebook 03's `emoji-demo` run, the full EmojiSketch) was evaluated once with
+# `python scripts/course_full_runs.py`; its numbers are committed in `results/evaluation_emoji-demo.json`
+# and its figures in `figures/`. This run's are saved the same way (`-quick` for QUICK).
+
+# %%
+from IPython.display import display
+
+from dsn_lab.course import beside_full_run
+
+frozen_map = evaluate_retrieval(fq, q_labels, fg, g_labels)["mAP@all"]
+class_ap = pd.Series(per["AP_per_query"]).groupby(q_labels).mean()
+summary = {
+    "preset": cfg.preset,
+    "run": result.output_dir.name,
+    "queries": len(q_labels),
+    "gallery": len(g_labels),
+    "mAP@all": real["mAP@all"],
+    "P@100": real["P@100"],
+    "mAP@all, frozen backbone": frozen_map,
+    "mAP@all, ITQ": binary["mAP@all"],
+    "hardest classes": [classes[int(c)] for c in class_ap.nsmallest(5).index],
+    "easiest classes": [classes[int(c)] for c in class_ap.nlargest(5).index],
+    "protocols": protocol_table.to_dict("index"),
+}
+print("saved", WS.save_result(f"evaluation_{cfg.preset}", summary))
+keys = [
+    "queries",
+    "gallery",
+    "mAP@all",
+    "P@100",
+    "mAP@all, frozen backbone",
+    "mAP@all, ITQ",
+    "hardest classes",
+]
+display(beside_full_run(summary, WS.full_run_result("evaluation_emoji-demo"), keys, quick=QUICK))
+WS.show_full_run("per_class_ap", "retrieval_examples")
+
+# %% [markdown]
 # ## 8. Exercises
 #
 # Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says

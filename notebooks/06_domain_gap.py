@@ -111,7 +111,7 @@ from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.course import ensure_run, gap_recorder
 from dsn_lab.model import build_model
 
-histories, before_after, models = [], {}, {}
+histories, before_after, models, folders = [], {}, {}, {}
 untrained = build_model(
     base_cfg,
     len(
@@ -125,6 +125,7 @@ before = recorder(untrained, 0, 0)
 for method, overrides in METHODS.items():
     result = ensure_run(base_cfg.replace(**overrides), RUNS_FROM or RUNS_DIR, device=DEVICE)
     models[method] = load_trained_model(result.final_checkpoint, DEVICE)[0]
+    folders[method] = result.output_dir
     epochs = [r for r in result.history if r.get("kind") == "epoch" and "gap/mmd" in r]
     if not epochs:  # a run given from elsewhere, trained without the recorder: measure its final model
         epochs = [{"epoch": result.history[-1]["epoch"], **recorder(models[method], 0, 0)}]
@@ -241,6 +242,62 @@ for method in ("tsne", "umap"):
         save_to=fig_path(f"domain_gap_{method}"),
     )
     display(fig)
+
+# %% [markdown]
+# ### The gap closing, epoch by epoch
+#
+# The recorder of section 2 also keeps the codes it measured at every epoch end
+# (`<run folder>/gap_codes/epochNNN.npz`, `dsn_lab.analysis.load_gap_codes`), so the maps of the same
+# images can be drawn over the whole training without a checkpoint per epoch. Epoch 0 is the untrained
+# model of section 2 (`recorder.codes(untrained)`). `project_sequence` fits one t-SNE per epoch, each
+# starting from the previous epoch's layout, so the maps read as a sequence instead of each being rotated
+# anew; watch the red crosses (sketches) leave their island and settle among the photos of their class.
+
+# %%
+from dsn_lab.analysis import load_gap_codes, project_sequence
+from dsn_lab.course import GAP_CODES_DIR
+
+try:
+    by_epoch = {0: recorder.codes(untrained), **load_gap_codes(folders["DSN"] / GAP_CODES_DIR)}
+except FileNotFoundError as exc:  # a run from elsewhere, trained before the recorder kept codes
+    print(exc)
+else:
+    frames = [[c["sketch"], c["photo"]] for c in by_epoch.values()]
+    maps = project_sequence(frames, "tsne", seed=0, normalize=True)
+    first = by_epoch[0]
+    fig = plots.plot_projection_panels(
+        [np.concatenate(m) for m in maps],
+        np.r_[np.zeros(len(first["sketch"]), int), np.ones(len(first["photo"]), int)],
+        np.r_[first["sketch_labels"], first["photo_labels"]],
+        titles=["untrained" if e == 0 else f"epoch {e}" for e in by_epoch],
+        class_names=classes,
+        panel_size=3.2,
+        suptitle="DSN codes of the unseen classes over training (t-SNE, each map from the previous)",
+        save_to=fig_path("domain_gap_tsne_over_epochs"),
+    )
+    display(fig)
+
+# %% [markdown]
+# ### This run beside the full run
+#
+# The full run (`QUICK = False`: notebook 03's DSN run and notebook 05's baseline on the full EmojiSketch,
+# 500 images per domain in the recorder) was made once with `python scripts/course_full_runs.py`; its
+# measures are committed in `results/domain_gap_emoji-demo.json` and its figures in `figures/`.
+
+# %%
+from dsn_lab.course import beside_full_run
+
+measures = ["domain_classifier_acc", "mmd", "centroid_distance", "cross_domain_nn_agreement"]
+summary = {
+    "preset": PRESET,
+    **{f"{m}, {method}": before_after[method]["after"][f"gap/{m}"] for method in METHODS for m in measures},
+    **{f"{m}, untrained": before[f"gap/{m}"] for m in measures},
+    "over epochs": history.to_dict("records"),
+}
+print("saved", WS.save_result(f"domain_gap_{PRESET}", summary))
+keys = [k for k in summary if k.endswith((", untrained", ", DSN")) or "baseline" in k]
+display(beside_full_run(summary, WS.full_run_result("domain_gap_emoji-demo"), keys, quick=QUICK))
+WS.show_full_run("domain_gap_bars", "domain_gap_over_epochs", "domain_gap_tsne_over_epochs")
 
 # %% [markdown]
 # **Reading the result.** Compare the classifier accuracy and MMD rows first: those are the gap; then the

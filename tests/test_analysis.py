@@ -323,3 +323,53 @@ def test_callback_errors():
     cb = DomainGapCallback(as_arrays, (images, labels), n_permutations=0)
     with pytest.raises(TypeError, match="transform"):
         cb(TinyDSN(0.0), 0, 0)
+
+
+def test_callback_keeps_each_epochs_codes(tmp_path):
+    """keep_codes_in: each call writes the encoded subset as epochNNN.npz; load_gap_codes reads them back in
+    epoch order, the codes those of the model (float16 round trip), the labels exact."""
+    from dsn_lab.analysis import load_gap_codes
+
+    sk_images, sk_labels = tiny_images(seed=1)
+    ph_images, ph_labels = tiny_images(seed=2)
+    cb = DomainGapCallback(
+        (sk_images, sk_labels), (ph_images, ph_labels), n_permutations=0, keep_codes_in=tmp_path / "codes"
+    )
+    with pytest.raises(FileNotFoundError, match="keep_codes_in"):
+        load_gap_codes(tmp_path / "codes")
+    models = {2: TinyDSN(domain_offset=0.0), 0: TinyDSN(domain_offset=5.0)}
+    for epoch, model in models.items():
+        cb(model, epoch=epoch, step=0)
+    assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["epoch000.npz", "epoch002.npz"]
+    codes = load_gap_codes(tmp_path / "codes")
+    assert list(codes) == [0, 2]
+    xs, ls = cb.encode(models[0], cb._sketch, 0)
+    xp, lp = cb.encode(models[0], cb._photo, 1)
+    np.testing.assert_allclose(codes[0]["sketch"], xs, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(codes[0]["photo"], xp, rtol=1e-3, atol=1e-3)
+    assert codes[0]["sketch"].dtype == np.float32
+    np.testing.assert_array_equal(codes[0]["sketch_labels"], ls)
+    np.testing.assert_array_equal(codes[2]["photo_labels"], lp)
+    assert not list((tmp_path / "codes").glob(".*tmp*"))  # written atomically: no temporary left
+
+
+def test_project_sequence_starts_each_map_from_the_previous():
+    from dsn_lab.analysis import project_sequence
+
+    rng = np.random.default_rng(0)
+    frames = [[rng.normal(size=(20, 8)), rng.normal(size=(20, 8)) + shift] for shift in (3.0, 0.0)]
+    maps = project_sequence(frames, "tsne", perplexity=5.0, max_iter=250)
+    assert [[m.shape for m in frame] for frame in maps] == [[(20, 2), (20, 2)]] * 2
+    first = project(frames[0], "tsne", perplexity=5.0, max_iter=250)
+    np.testing.assert_allclose(np.concatenate(maps[0]), np.concatenate(first))
+    previous = np.concatenate(first)
+    init = previous / previous[:, 0].std() * 1e-4  # t-SNE's own scale for an initial layout
+    second = project(frames[1], "tsne", perplexity=5.0, max_iter=250, init=init)
+    np.testing.assert_allclose(np.concatenate(maps[1]), np.concatenate(second))
+    # PCA: each frame alone
+    pca = project_sequence(frames, "pca")
+    np.testing.assert_allclose(np.concatenate(pca[1]), np.concatenate(project(frames[1], "pca")))
+    with pytest.raises(ValueError, match="same points"):
+        project_sequence([frames[0], [frames[1][0]]])
+    with pytest.raises(ValueError, match="no frames"):
+        project_sequence([])

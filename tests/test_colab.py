@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dsn_lab import colab
@@ -263,3 +264,45 @@ def test_import_dataset_archive_from_drive_counts_against_official_lists(fake_co
     archive.unlink()  # installed once: a second call only counts
     again = colab.import_dataset_archive(archive, "tuberlin", root=root, splits_dir=REF, progress=False)
     assert again == rows
+
+
+def test_results_and_the_committed_full_run(tmp_path, monkeypatch, no_env, capsys):
+    """QUICK results never replace full ones (as figures); the full-run files are read from the clone, and
+    shown from GitHub where there is no clone; a full run shows nothing twice."""
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "dsn-lab"\n')
+    monkeypatch.chdir(clone / "notebooks")
+    monkeypatch.delenv("DSN_LAB_RESULTS", raising=False)
+    ws = colab.setup(verbose=False)
+    assert ws.result_path("x") == clone.resolve() / "results" / "x-quick.json"
+    path = ws.save_result("x", {"mAP@all": np.float32(0.25), "classes": np.array([1, 2]), "run": Path("a")})
+    assert json.loads(path.read_text()) == {
+        "quick": True,
+        "dsn_lab": colab.__version__,
+        "mAP@all": 0.25,
+        "classes": [1, 2],
+        "run": "a",
+    }
+    assert ws.full_run_result("x") is None  # no results/x.json committed
+    full = colab.setup(verbose=False, quick=False)
+    full.save_result("x", {"mAP@all": 0.5})
+    assert ws.full_run_result("x")["mAP@all"] == 0.5 and full.result_path("x").name == "x.json"
+    with pytest.raises(TypeError, match="not JSON-able"):
+        ws.save_result("bad", {"object": object()})
+    assert not list((clone / "results").glob(".*"))  # nothing half-written left behind
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    (clone / "figures" / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    found = ws.show_full_run("curves", "missing")
+    assert found == [str(clone.resolve() / "figures" / "curves.png")]  # in a clone: missing = not made yet
+    assert "figures/missing.png is not in this clone (yet)" in capsys.readouterr().out
+    elsewhere = tmp_path / "content"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # Colab after a pip install: no clone, the figures come from GitHub
+    assert colab.setup(verbose=False).show_full_run("curves") == [f"{colab.FULL_RUN_URL}/figures/curves.png"]
+    assert colab.FULL_RUN_COMMAND in shown[0].data and "Full run" in shown[0].data
+    assert full.show_full_run("curves") == [] and "ran in full" in capsys.readouterr().out
+    monkeypatch.setenv("DSN_LAB_RESULTS", str(tmp_path / "ci-results"))
+    assert colab.setup(verbose=False).result_path("x") == tmp_path / "ci-results" / "x-quick.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -108,6 +109,17 @@ def test_train_until_killed_leaves_a_run_to_resume(synth, tmp_path):
     done = train(cfg, resume=True, device="cpu", verbose=False)
     assert done.stopped == "completed"
     assert [r["step"] for r in load_history(cfg.output_dir) if r.get("kind") == "step"][-1] == 12
+
+
+def test_train_until_killed_records_the_gap_of_the_epoch_it_finished(synth, tmp_path):
+    """Checkpoints at epoch ends only (notebook 03's full run): the attempt is killed after epoch 1, and
+    that epoch's row, which the resumed run keeps, has the gap measures and its codes, as ensure_run's."""
+    cfg = _cfg(tmp_path / "run", synth, epochs=3, steps_per_epoch=4, checkpoint_every=1000)
+    assert C.train_until_killed(cfg, device="cpu", poll_s=0.05) is not None
+    saved = json.loads(C.load_checkpoint(Path(cfg.output_dir) / C.LAST_NAME)["history"])  # resumed from
+    epochs = [r for r in saved if r.get("kind") == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1] and "gap/mmd" in epochs[0]
+    assert [p.name for p in (Path(cfg.output_dir) / C.GAP_CODES_DIR).iterdir()] == ["epoch001.npz"]
 
 
 def test_train_until_killed_reports_a_child_that_fails(synth, tmp_path):
@@ -238,3 +250,15 @@ def test_paper_table_is_the_packages_record():
 def test_default_show_prints_the_status_outside_a_notebook(capsys):
     C._show_in_notebook(Figure(), "12 s, epoch 0.50, loss 1.000")
     assert capsys.readouterr().out == "12 s, epoch 0.50, loss 1.000\n"
+
+
+def test_beside_full_run_labels_which_is_which():
+    this = {"mAP@all": 0.1, "steps": 8, "extra": 1}
+    table = C.beside_full_run(this, {"mAP@all": 0.33}, ["mAP@all", "steps"])
+    assert list(table.columns) == ["this run (QUICK)", "full run (committed results/)"]
+    assert table.loc["mAP@all"].tolist() == [0.1, 0.33]
+    assert math.isnan(table.loc["steps", "full run (committed results/)"])  # not in the full result
+    assert list(C.beside_full_run(this, None, ["steps"]).columns) == ["this run (QUICK)"]  # no clone
+    assert list(C.beside_full_run(this, {"steps": 1}, ["steps"], quick=False).columns) == ["this run (full)"]
+    with pytest.raises(KeyError, match="nope"):
+        C.beside_full_run(this, None, ["nope"])

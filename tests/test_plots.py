@@ -86,6 +86,37 @@ def test_projection_before_after(tmp_path):
         plots.plot_projection_before_after(before, after, domains + 2, labels)
 
 
+def test_projection_highlights_a_few_of_many_classes():
+    """109 classes cannot be told apart by colour: 8 spread over the class list are coloured (the same in
+    every panel), the rest grey, and one legend under the panels names the 8. Float 0/1 domains are
+    sketches / photos, as integer ones are."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.arange(109), np.repeat(np.arange(109), 2)]
+    domains = np.r_[np.zeros(109), np.ones(218)]  # floats, as np.zeros gives them
+    frames = [rng.normal(size=(len(labels), 2)) for _ in range(3)]
+    names = [f"concept{i}" for i in range(109)]
+    fig = plots.plot_projection_panels(frames, domains, labels, titles=["e0", "e1", "e2"], class_names=names)
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [t.get_text() for t in axes[0, 0].get_legend().get_texts()] == ["sketch", "photo"]
+    (legend,) = fig.legends
+    expected = [names[int(i)] for i in np.linspace(0, 108, 8).astype(int)]
+    assert [t.get_text() for t in legend.get_texts()] == expected
+    assert "8 of 109 classes in colour" in legend.get_title().get_text()
+    for ax in axes[1]:
+        assert ax.get_legend() is None
+        # grey context (sketches, photos) first, then each coloured class's sketches and photos
+        greys = [c for c in ax.collections if mpl.colors.to_hex(c.get_facecolor()[0]) == "#cfcfcf"]
+        assert len(greys) == 2 and sum(len(c.get_offsets()) for c in greys) == len(labels) - 8 * 3
+    fig = plots.plot_projection_panels(
+        frames[:1], domains, labels, titles=["only"], highlight=[3, 5], class_names=names
+    )
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["concept3", "concept5"]
+    with pytest.raises(ValueError, match="not all labels"):
+        plots.plot_projection_panels(frames[:1], domains, labels, titles=["x"], highlight=[3, 500])
+    with pytest.raises(ValueError, match="1 frames but 2 titles"):
+        plots.plot_projection_panels(frames[:1], domains, labels, titles=["x", "y"])
+
+
 def test_gap_measures_over_epochs(tmp_path):
     rows = [gap_row(e, 1.0 / (e + 1), method="DSN") for e in range(4)]
     rows += [gap_row(e, 1.0, method="baseline") for e in range(4)]
@@ -149,6 +180,34 @@ def test_gap_bars(tmp_path):
         plots.plot_gap_bars([{"method": "DSN", "mmd": 0.1}])
 
 
+def named_lines(ax) -> set[str]:
+    return {ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def test_training_curves_validation_panel():
+    """Columns equal within 0.005 are one line named by both; the best value of the first is starred."""
+    rows = [
+        {"step": s, "val_mAP@all": v, "val_mAP@200": v + 0.001, "val_P@100": 0.04}
+        for s, v in ((10, 0.30), (20, 0.42), (30, 0.41))
+    ]
+    fig = plots.plot_training_curves(rows, panels={"validation": ["val_mAP@all", "val_mAP@200", "val_P@100"]})
+    ax = fig.axes[0]
+    assert named_lines(ax) == {"val_mAP@all = val_mAP@200", "val_P@100"}
+    star = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].get_xdata()) == [20] and list(star[0].get_ydata()) == [0.42]
+    assert any(t.get_text() == "best 0.420" for t in ax.texts)
+    fig = plots.plot_training_curves(
+        rows, panels={"validation": ["val_mAP@all", "val_P@100"]}, best="val_P@100"
+    )
+    assert [list(ln.get_ydata()) for ln in fig.axes[0].get_lines() if ln.get_marker() == "*"] == [[0.04]]
+    with pytest.raises(KeyError, match="best="):
+        plots.plot_training_curves(rows, best="nope")
+    fig = plots.plot_training_curves(
+        rows, panels={"a": ["val_P@100"], "b": ["val_mAP@all"], "c": ["val_mAP@200"]}
+    )
+    assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]  # 2 x 2, the fourth hidden
+
+
 def test_training_curves(tmp_path):
     hist = []
     for step in range(20):
@@ -171,9 +230,19 @@ def test_training_curves(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["losses", "accuracy", "learning rate", "validation"]
     assert fig.axes[2].get_yscale() == "log"
-    loss_labels = {ln.get_label() for ln in fig.axes[0].get_lines()}
-    assert loss_labels == {"loss", "loss/ce", "loss/kd"}
-    assert {ln.get_label() for ln in fig.axes[1].get_lines()} == {"train_acc", "val_acc"}
+    assert named_lines(fig.axes[0]) == {"total", "loss/ce", "loss/kd"}  # the total named as such
+    assert named_lines(fig.axes[1]) == {"train_acc", "val_acc"}
+    # 20 noisy per-step points: drawn faint, with the running mean of 3 rows (20 // 10 -> at least 3) on top
+    total = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "total")
+    losses = [2.0 / (s + 1) for s in range(20)]
+    expected = [sum(losses[max(0, i - 2) : i + 1]) / len(losses[max(0, i - 2) : i + 1]) for i in range(20)]
+    np.testing.assert_allclose(total.get_ydata(), expected)
+    assert total.get_linewidth() > 2  # the thick line
+    # the learning rate is a schedule, not noise: drawn as it is
+    lr_line = fig.axes[2].get_lines()
+    assert len(lr_line) == 1 and np.allclose(
+        lr_line[0].get_ydata(), [1e-4 * 0.5 ** (s / 10) for s in range(20)]
+    )
     fig = plots.plot_training_curves(hist, panels={"mAP": ["val/mAP@all"]}, x="epoch")
     assert len(fig.axes) == 1 and list(fig.axes[0].get_lines()[0].get_ydata()) == [0.2, 0.25]
     with pytest.raises(ValueError, match="no loss"):
@@ -197,6 +266,13 @@ def test_retrieval_grid(tmp_path):
     plots.plot_retrieval_grid(queries[:1], gallery[:1], mask[:1], denormalize=(mean, std))
     with pytest.raises(ValueError, match="at least k=9"):
         plots.plot_retrieval_grid(queries, gallery, mask, k=9)
+    # the frames are explained in a legend, in the frames' colours
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "same class as the query (a hit)",
+        "another class (a miss)",
+    ]
+    assert [mpl.colors.to_hex(h.get_edgecolor()) for h in legend.legend_handles] == ["#2a9d3f", "#d62828"]
 
 
 def test_contact_sheet_rows_of_different_lengths(tmp_path):
