@@ -126,41 +126,41 @@ class Workspace:
         path = self.root / "results" / f"{name}.json"
         return json.loads(path.read_text("utf-8")) if path.is_file() else None
 
-    def show_full_run(self, *names: str, width: int = 900) -> list[str]:
+    def show_full_run(
+        self, *names: str, command: str = FULL_RUN_COMMAND, made_here: bool = True, width: int = 900
+    ) -> None:
         """Show the committed full-run figures ``figures/<name>.png`` under a heading that says so, for a
         QUICK run to be read beside them. From the clone when there is one, else from GitHub (Colab after a
-        pip install). In a full run (``QUICK = False``) the figures just drawn are the full run: nothing is
-        shown twice. A clone that lacks one says so (it has not been made yet). Returns where each figure was
-        found."""
-        if not self.quick:
+        pip install). ``command`` made them; ``made_here=False`` for figures another command made (the demo,
+        a benchmark), which are shown in every mode. Otherwise, in a full run (``QUICK = False``) the figures
+        just drawn are the full run: nothing is shown twice. A clone that lacks one says so (it has not been
+        made yet)."""
+        if made_here and not self.quick:
             print(
                 "This notebook ran in full (QUICK = False): the figures above are the full run "
                 f"({', '.join(f'figures/{n}.png' for n in names)} in a clone)."
             )
-            return []
+            return
         from IPython.display import HTML, Image, display
 
+        which = "QUICK = False, " if made_here else ""
+        mine = "this QUICK run's" if self.quick else "this run's"
         display(
             HTML(
-                "<p><b>Full run</b> (QUICK = False, the committed <code>figures/</code>, made by "
-                f"<code>{FULL_RUN_COMMAND}</code> on a 2-core CPU); the outputs above are this QUICK "
-                "run's.</p>"
+                f"<p><b>Full run</b> ({which}committed in <code>figures/</code>, made by "
+                f"<code>{command}</code> on a 2-core CPU); the outputs above are {mine}.</p>"
             )
         )
-        found = []
         in_clone = find_checkout(self.root) is not None
         for name in names:
             local = self.root / "figures" / f"{name}.png"
             if local.is_file():
                 display(Image(filename=str(local), width=width))
-                found.append(str(local))
             elif in_clone:  # a clone without it: not made yet, and GitHub would not have it either
                 print(f"figures/{name}.png is not in this clone (yet): `make course-results` makes it.")
             else:
                 url = f"{FULL_RUN_URL}/figures/{name}.png"
                 display(Image(url=url, width=width))
-                found.append(url)
-        return found
 
     def run_dir(self, name: str) -> Path:
         """``<runs>/<name>``, a run folder named by hand. The course notebooks name theirs after the

@@ -116,6 +116,13 @@ def _step_rows(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in history if r.get("kind") == "step"]
 
 
+def _curves(history: Sequence[dict[str, Any]], save_to: str | os.PathLike[str] | None = None) -> Any:
+    """A run's curves: the step rows and the epoch rows (validation), in :func:`plots.run_curve_panels`."""
+    rows = [r for r in history if r.get("kind") in ("step", "epoch")]
+    panels = plots.run_curve_panels({k for r in rows for k in r}) or None  # None: grouped by name
+    return plots.plot_training_curves(rows, panels=panels, save_to=save_to)
+
+
 def train_live(
     cfg: DSNConfig,
     *,
@@ -158,21 +165,21 @@ def train_live(
         if not thread.is_alive() or not (out / HISTORY_JSON).is_file():
             continue
         try:
-            steps = _step_rows(load_history(out))
+            history = load_history(out)
         except (OSError, ValueError):  # written atomically, but a reader may still race a replace on some OS
             continue
+        steps = _step_rows(history)
         if steps:
             last = steps[-1]
             show(
-                plots.plot_training_curves(steps),
+                _curves(history),
                 f"{time.perf_counter() - t0:.0f} s, epoch {last['epoch']:.2f}, loss {last['loss']:.3f}",
             )
     if "error" in outcome:
         raise outcome["error"]
     result: TrainResult = outcome["result"]
-    steps = _step_rows(result.history)
-    if steps:
-        fig = plots.plot_training_curves(steps, save_to=save_to)
+    if _step_rows(result.history):
+        fig = _curves(result.history, save_to=save_to)
         seconds = time.perf_counter() - t0
         best = f"best {result.selection} = {result.best_metric} at epoch {result.best_epoch}"
         show(fig, f"finished ({result.stopped}) in {seconds:.0f} s; {best}")
@@ -342,7 +349,8 @@ def ensure_run(
 ) -> TrainResult:
     """The finished run of ``cfg``: trained only when :func:`run_folder` has none yet.
 
-    A finished run is returned without training (``train(..., resume=True)`` returns at once); a run a
+    A finished run is returned without training (``train(..., resume=True)`` returns at once; with
+    ``live=True`` its final curves are drawn, and saved to ``save_to``); a run a
     disconnect cut off is finished; a missing one is trained, with :func:`gap_recorder` at each epoch end and,
     with ``live=True``, the curves of :func:`train_live` (``refresh_s``, ``save_to``). ``checkpoint``: use
     that run instead (a run folder or a ``.pt`` file in one, e.g. a full run on Drive); nothing is trained,
@@ -358,7 +366,11 @@ def ensure_run(
     if _finished(folder):
         if verbose:
             print(f"reusing the finished run {folder} (nothing trained)")
-        return train(cfg, resume=True, device=device, verbose=False)
+        result = train(cfg, resume=True, device=device, verbose=False)
+        if live:  # the curves its training ended with, drawn (and saved) again
+            best = f"best {result.selection} = {result.best_metric} at epoch {result.best_epoch}"
+            _show_in_notebook(_curves(result.history, save_to=save_to), f"reused {folder.name}; {best}")
+        return result
     if verbose:
         state = "continuing the unfinished" if (folder / LAST_NAME).is_file() else "training the missing"
         print(f"{state} run {folder}", flush=True)

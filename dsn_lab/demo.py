@@ -518,15 +518,7 @@ def _figures(
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
     steps = [r for r in history if r.get("kind") in ("step", "epoch")]
-    columns = {k for r in steps for k in r}
-    panels = {  # one point per panel; the validation panel is what checkpoint selection looks at
-        "losses": [c for c in plots.LOSS_LABELS if c in columns],
-        "training accuracy (per batch)": [c for c in ("acc",) if c in columns],
-        "learning rate": [c for c in ("lr", "lr_backbone") if c in columns],
-        # P@100 / P@200 are left out: with a handful of photos per concept they sit near (photos per
-        # concept) / K whatever the model does; mAP@200 equals mAP@all here for the same reason
-        "validation mAP@all (held-out training concepts)": [c for c in ("val_mAP@all",) if c in columns],
-    }
+    panels = plots.run_curve_panels({k for r in steps for k in r})
     plots.plot_training_curves(steps, panels=panels, save_to=folder / "demo_training_curves.png")
     out["training_curves"] = str(folder / "demo_training_curves.png")
 

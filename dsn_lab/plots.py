@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -579,6 +579,22 @@ LOSS_LABELS = {
 _LR_LABELS = {"lr": "head", "lr_backbone": "backbone"}  # the trainer's parameter groups
 
 
+def run_curve_panels(columns: Iterable[str]) -> dict[str, list[str]]:
+    """The panels of a DSN run's curves (:func:`dsn_lab.train.train` history columns), one point each: the
+    loss terms, the per-batch training accuracy, both learning rates, and val mAP@all, the number
+    checkpoint selection looks at. P@100 / P@200 are left out: with a handful of photos per concept
+    (EmojiSketch) they sit near (photos per concept) / K whatever the model does, and mAP@200 equals mAP@all
+    there for the same reason."""
+    have = set(columns)
+    panels = {
+        "losses": [c for c in LOSS_LABELS if c in have],
+        "training accuracy (per batch)": [c for c in ("acc",) if c in have],
+        "learning rate": [c for c in ("lr", "lr_backbone") if c in have],
+        "validation mAP@all (held-out training concepts)": [c for c in ("val_mAP@all",) if c in have],
+    }
+    return {title: cols for title, cols in panels.items() if cols}
+
+
 def _merge_equal_columns(df, cols: Sequence[str], tol: float) -> list[tuple[str, str]]:
     """``(column, label)`` pairs with a column that equals an earlier one (within ``tol`` on every row
     both have) folded into that one's label, so two lines drawn on top of each other read as one."""
@@ -616,8 +632,8 @@ def plot_training_curves(
     Made to be read at notebook or README width: the panels sit in a grid of ``ncols`` columns; the total
     loss is the thick dark line and the terms thin ones, named under the panel (a legend never covers a
     line); a series with many noisy points (per-batch loss, accuracy) is drawn faint with its running mean
-    over ``smooth`` rows on top (default: about a tenth of its points, at least 3; ``smooth=0`` turns it
-    off); validation columns equal within 0.005 to an earlier one are drawn once, named together; and the
+    over ``smooth`` rows on top (default: with 30 points or more, about a tenth of them; ``smooth=0`` turns
+    it off); validation columns equal within 0.005 to an earlier one are drawn once, named together; and the
     maximum of ``best`` (default: the first validation column) is starred, the point checkpoint selection
     keeps.
     """
@@ -665,8 +681,9 @@ def plot_training_curves(
                 style = {"color": "#222222", "lw": 2.2, "zorder": 3} if total else {"lw": 1.3}
                 label = {**LOSS_LABELS, **_LR_LABELS}.get(label, label) if len(pairs) > 1 else label
                 window = smooth if smooth is not None else max(3, len(sub) // 10)
+                enough = len(sub) >= (4 if smooth is not None else 10) * max(window, 1)  # else: raw points
                 noisy = not is_val and title != "learning rate"  # a schedule is exact: nothing to smooth
-                if window and len(sub) >= 4 * window and noisy:
+                if window and enough and noisy:
                     (line,) = ax.plot(
                         xs, ys, alpha=0.25, lw=0.8, **{k: v for k, v in style.items() if k != "lw"}
                     )

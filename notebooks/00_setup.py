@@ -244,6 +244,17 @@ for name in (
     print(f"dsn_lab.{name:10s}", "ok" if found else "MISSING")
 
 # %% [markdown]
+# ### Where the course is going: the demo's full run
+#
+# `make demo` (or `python -m dsn_lab demo`) trains DSN on EmojiSketch in about 10 minutes on a 2-core CPU;
+# `make figures` is the same run with the CE + KD baseline beside it, and its figures are committed in
+# `figures/`. Its training curves and six unseen sketches with their top-8 photos (framed green when the
+# concept is right): notebooks 03 and 07 open both.
+
+# %%
+WS.show_full_run("demo_training_curves", "demo_retrieval_grid", command="make figures", made_here=False)
+
+# %% [markdown]
 # ## 7. Exercises
 #
 # Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says

@@ -443,6 +443,20 @@ for c, name in enumerate(sketchy_train[:8]):
 pd.DataFrame(rows).set_index("class")
 
 # %% [markdown]
+# ### EmojiSketch v2, in full
+#
+# This notebook browses the variant in `VARIANT`. The full v2 benchmark gives most concepts several
+# sketches from independent line-art sets and HED pseudo-sketches of the photos (the README's EmojiSketch
+# card has the counts and licences). Its contact sheet, per concept a photo and every sketch it has:
+
+# %%
+WS.show_full_run(
+    "emojisketch_v2_sheet",
+    command="python -m dsn_lab emojisketch --version 2 --sheet figures/emojisketch_v2_sheet.png",
+    made_here=False,
+)
+
+# %% [markdown]
 # ## 8. Exercises
 #
 # Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says

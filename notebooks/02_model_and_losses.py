@@ -473,6 +473,22 @@ for mode, bank in banks.items():
 print(inspect.getsource(SketchMemory.loss))
 
 # %% [markdown]
+# ### Does the memory bank help? Three seeds on EmojiSketch v2
+#
+# The memory loss acts on the spread of a class's sketches, which needs several sketches per class:
+# EmojiSketch v2 has them. The ladder SAKE objective → + SupCon → + memory bank (fixed and faithful), each
+# row three seeds of the `emoji-demo` recipe (100 steps), unseen mAP@all and, over training, the sketch
+# dispersion the memory bank is meant to shrink. Here it does not help: the numbers say so.
+
+# %%
+WS.show_full_run(
+    "emojisketch_v2_ablation",
+    "emojisketch_v2_dispersion",
+    command="python benchmarks/ablation_emojisketch_v2.py (two workers, then --report)",
+    made_here=False,
+)
+
+# %% [markdown]
 # ## 6. Exercises
 #
 # Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says

@@ -149,7 +149,9 @@ torch.manual_seed(cfg.seed)
 data = training_sets(cfg, Path(cfg.data_root), verbose=False)
 batch = next(iter(paired_loader_from_config(cfg, data["sketch"], data["photo"], seed=cfg.seed)))
 print({k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
-print(f"+ {len(batch['sketch_views'])} augmented view(s) of every sketch and photo (SupCon's second view)")
+print(
+    f"+ {len(batch['sketch_views'])} augmented view(s) of every sketch and photo (the views SupCon compares)"
+)
 net = build_model(cfg, len(data["classes"])).to(DEVICE).train()
 fixed = step_inputs(cfg, data["classes"], net.feature_dim, DEVICE)
 optimizer = make_optimizer(net, cfg)

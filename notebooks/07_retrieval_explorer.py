@@ -144,6 +144,16 @@ ok = explorer.query_image_bytes(b"this is not a PNG", name="notes.txt")
 print("accepted:", ok, "| message:", explorer.message.value)
 
 # %% [markdown]
+# ### The full run's retrieval
+#
+# The explorer above runs on this notebook's checkpoint (a QUICK one by default). The demo's full run
+# (`make figures`): six unseen sketches with their top-8 photos, and the unseen concepts' t-SNE before
+# and after DSN training (8 concepts coloured, the rest grey).
+
+# %%
+WS.show_full_run("demo_retrieval_grid", "demo_projection", command="make figures", made_here=False)
+
+# %% [markdown]
 # ## 4. Exercises
 #
 # Each exercise: the task below, a cell tagged `exercise` to fill in (replace `None` where it says

@@ -295,14 +295,26 @@ def test_results_and_the_committed_full_run(tmp_path, monkeypatch, no_env, capsy
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     (clone / "figures" / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    found = ws.show_full_run("curves", "missing")
-    assert found == [str(clone.resolve() / "figures" / "curves.png")]  # in a clone: missing = not made yet
+
+    def images() -> list[str]:  # where each Image shown came from
+        return [getattr(o, "filename", None) or o.url for o in shown if type(o).__name__ == "Image"]
+
+    ws.show_full_run("curves", "missing")
+    assert images() == [str(clone.resolve() / "figures" / "curves.png")]  # in a clone: missing = not made yet
+    assert colab.FULL_RUN_COMMAND in shown[0].data and "Full run" in shown[0].data
     assert "figures/missing.png is not in this clone (yet)" in capsys.readouterr().out
+    shown.clear()
+    full.show_full_run("curves")
+    assert shown == [] and "ran in full" in capsys.readouterr().out
+    # figures another command made (the demo's) show in every mode, under that command
+    full.show_full_run("curves", command="make figures", made_here=False)
+    assert images() == [str(clone.resolve() / "figures" / "curves.png")]
+    assert "make figures" in shown[0].data and "QUICK = False" not in shown[0].data
+    shown.clear()
     elsewhere = tmp_path / "content"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # Colab after a pip install: no clone, the figures come from GitHub
-    assert colab.setup(verbose=False).show_full_run("curves") == [f"{colab.FULL_RUN_URL}/figures/curves.png"]
-    assert colab.FULL_RUN_COMMAND in shown[0].data and "Full run" in shown[0].data
-    assert full.show_full_run("curves") == [] and "ran in full" in capsys.readouterr().out
+    colab.setup(verbose=False).show_full_run("curves")
+    assert images() == [f"{colab.FULL_RUN_URL}/figures/curves.png"]
     monkeypatch.setenv("DSN_LAB_RESULTS", str(tmp_path / "ci-results"))
     assert colab.setup(verbose=False).result_path("x") == tmp_path / "ci-results" / "x-quick.json"

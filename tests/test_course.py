@@ -172,6 +172,13 @@ def test_ensure_run_trains_a_configuration_once_and_records_the_gap(synth, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")} == stamp and _trained(folder) == 1
     assert again.history == first.history and again.best_checkpoint == first.best_checkpoint
     assert sorted(p.name for p in runs.iterdir()) == [folder.name]
+    # the codes the recorder measured at each epoch end are kept for notebook 06's maps
+    assert sorted(p.name for p in (folder / C.GAP_CODES_DIR).iterdir()) == ["epoch001.npz", "epoch002.npz"]
+    # a notebook that shows live curves gets the reused run's final curves, saved where it asks
+    curves = tmp_path / "figs" / "curves.png"
+    C.ensure_run(cfg, runs, device="cpu", live=True, save_to=curves)
+    assert curves.is_file() and "reused " + folder.name in capsys.readouterr().out
+    assert _trained(folder) == 1
 
 
 def test_ensure_run_uses_a_checkpoint_given_and_trains_nothing(synth, tmp_path, capsys):

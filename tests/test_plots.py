@@ -225,14 +225,14 @@ def test_training_curves(tmp_path):
     hist.append({"epoch": 0, "step": 9, "val_acc": 0.3, "val/mAP@all": 0.2})
     hist.append({"epoch": 1, "step": 19, "val_acc": 0.4, "val/mAP@all": 0.25, "gap/mmd": 0.1})
     out = tmp_path / "curves.png"
-    fig = plots.plot_training_curves(hist, save_to=out)
+    fig = plots.plot_training_curves(hist, save_to=out, smooth=3)
     assert_png(out)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["losses", "accuracy", "learning rate", "validation"]
     assert fig.axes[2].get_yscale() == "log"
     assert named_lines(fig.axes[0]) == {"total", "loss/ce", "loss/kd"}  # the total named as such
     assert named_lines(fig.axes[1]) == {"train_acc", "val_acc"}
-    # 20 noisy per-step points: drawn faint, with the running mean of 3 rows (20 // 10 -> at least 3) on top
+    # 20 noisy per-step points: drawn faint, with the running mean of smooth=3 rows on top
     total = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "total")
     losses = [2.0 / (s + 1) for s in range(20)]
     expected = [sum(losses[max(0, i - 2) : i + 1]) / len(losses[max(0, i - 2) : i + 1]) for i in range(20)]
@@ -243,10 +243,38 @@ def test_training_curves(tmp_path):
     assert len(lr_line) == 1 and np.allclose(
         lr_line[0].get_ydata(), [1e-4 * 0.5 ** (s / 10) for s in range(20)]
     )
+    # by default only 30 points or more are smoothed (a running mean of a few points misleads)
+    fig = plots.plot_training_curves(hist)
+    assert len(fig.axes[0].get_lines()) == 3 and named_lines(fig.axes[0]) == {"total", "loss/ce", "loss/kd"}
     fig = plots.plot_training_curves(hist, panels={"mAP": ["val/mAP@all"]}, x="epoch")
     assert len(fig.axes) == 1 and list(fig.axes[0].get_lines()[0].get_ydata()) == [0.2, 0.25]
     with pytest.raises(ValueError, match="no loss"):
         plots.plot_training_curves([{"epoch": 0, "foo": 1.0}])
+
+
+def test_run_curve_panels_one_point_each():
+    columns = [
+        "step",
+        "epoch",
+        "loss",
+        "loss_ce",
+        "loss_memory",
+        "acc",
+        "lr",
+        "lr_backbone",
+        "val_mAP@all",
+        "val_P@100",
+        "val_mAP@200",
+        "gap/mmd",
+        "elapsed",
+    ]
+    assert plots.run_curve_panels(columns) == {
+        "losses": ["loss", "loss_ce", "loss_memory"],
+        "training accuracy (per batch)": ["acc"],
+        "learning rate": ["lr", "lr_backbone"],
+        "validation mAP@all (held-out training concepts)": ["val_mAP@all"],
+    }
+    assert plots.run_curve_panels(["step", "foo"]) == {}
 
 
 def test_retrieval_grid(tmp_path):
