@@ -519,10 +519,21 @@ class DomainGapCallback:
         if epoch % self.every != 0:
             return {}
         codes = self.codes(model)
-        xs, ls, xp, lp = codes["sketch"], codes["sketch_labels"], codes["photo"], codes["photo_labels"]
         if self.keep_codes_in is not None:
-            save_gap_codes(self.keep_codes_in / f"epoch{epoch:03d}.npz", xs, ls, xp, lp)
-        gap = domain_gap(xs, ls, xp, lp, seed=self.seed, **self.gap_kwargs)
+            save_gap_codes(self.keep_codes_in / f"epoch{epoch:03d}.npz", **codes)
+        return self.measure(codes)
+
+    def measure(self, codes: dict[str, Any]) -> dict[str, float]:
+        """The ``gap/...`` entries of codes :meth:`codes` returned (or :func:`load_gap_codes` read), as a
+        call measures them: encode once, then both measure and draw the same codes."""
+        gap = domain_gap(
+            codes["sketch"],
+            codes["sketch_labels"],
+            codes["photo"],
+            codes["photo_labels"],
+            seed=self.seed,
+            **self.gap_kwargs,
+        )
         return {f"{self.prefix}{k}": float(v) for k, v in gap.items()}
 
 
@@ -531,7 +542,6 @@ def save_gap_codes(
 ) -> Path:
     """Write one epoch's codes (float16) and labels to ``path`` (``.npz``), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "sketch": np.asarray(sketch, np.float16),
         "sketch_labels": np.asarray(sketch_labels, np.int64),

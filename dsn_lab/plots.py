@@ -289,9 +289,10 @@ def plot_projection_panels(
             classes[int(i)] for i in np.unique(np.linspace(0, len(classes) - 1, int(highlight)).astype(int))
         ]
     else:
-        shown = [c for c in classes if c in set(np.asarray(list(highlight)).tolist())]
-        if len(shown) != len(set(np.asarray(list(highlight)).tolist())):
-            raise ValueError(f"highlight: {list(highlight)} are not all labels of the projected points")
+        wanted = set(np.asarray(list(highlight)).tolist())
+        shown = [c for c in classes if c in wanted]
+        if len(shown) != len(wanted):
+            raise ValueError(f"highlight: {sorted(wanted)} are not all labels of the projected points")
     palette = (
         sns.color_palette("husl", len(shown))
         if len(shown) > 10

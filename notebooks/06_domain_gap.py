@@ -102,7 +102,8 @@ print(f"{len(sketches)} sketches, {len(photos)} photos, {len(classes)} unseen cl
 # training loop puts them into the run history (`gap/...` columns). Every run `dsn_lab.course.ensure_run`
 # trains carries one (`gap_recorder`, 500 images per domain), so the runs notebooks 03 and 05 trained
 # already hold these curves: `ensure_run` returns them without training, and trains a run only when it is
-# missing. Calling the same callback on the model *before* training gives the epoch-0 row.
+# missing. The same callback's codes of the model *before* training, measured its way
+# (`recorder.measure(recorder.codes(untrained))`), give the epoch-0 row.
 
 # %%
 import pandas as pd
@@ -121,7 +122,8 @@ untrained = build_model(
     ),
 ).to(DEVICE)
 recorder = gap_recorder(base_cfg)  # the callback (same images, same measures) every course run records
-before = recorder(untrained, 0, 0)
+untrained_codes = recorder.codes(untrained)  # encoded once: measured here, drawn in section 5
+before = recorder.measure(untrained_codes)
 for method, overrides in METHODS.items():
     result = ensure_run(base_cfg.replace(**overrides), RUNS_FROM or RUNS_DIR, device=DEVICE)
     models[method] = load_trained_model(result.final_checkpoint, DEVICE)[0]
@@ -249,7 +251,7 @@ for method in ("tsne", "umap"):
 # The recorder of section 2 also keeps the codes it measured at every epoch end
 # (`<run folder>/gap_codes/epochNNN.npz`, `dsn_lab.analysis.load_gap_codes`), so the maps of the same
 # images can be drawn over the whole training without a checkpoint per epoch. Epoch 0 is the untrained
-# model of section 2 (`recorder.codes(untrained)`). `project_sequence` fits one t-SNE per epoch, each
+# model of section 2 (`untrained_codes`). `project_sequence` fits one t-SNE per epoch, each
 # starting from the previous epoch's layout, so the maps read as a sequence instead of each being rotated
 # anew; watch the red crosses (sketches) leave their island and settle among the photos of their class.
 
@@ -258,7 +260,7 @@ from dsn_lab.analysis import load_gap_codes, project_sequence
 from dsn_lab.course import GAP_CODES_DIR
 
 try:
-    by_epoch = {0: recorder.codes(untrained), **load_gap_codes(folders["DSN"] / GAP_CODES_DIR)}
+    by_epoch = {0: untrained_codes, **load_gap_codes(folders["DSN"] / GAP_CODES_DIR)}
 except FileNotFoundError as exc:  # a run from elsewhere, trained before the recorder kept codes
     print(exc)
 else:

@@ -5,12 +5,12 @@
 
 Each notebook's parameters cell is run with ``QUICK = False`` and everything else as committed (papermill's
 injected cell would come *after* the parameters cell, too late for the values derived from ``QUICK``). The
-runs land in ``runs/`` and are reused: 04-06 find 03's run, 05 finds 06's baseline, and a second call trains
-nothing. Full runs write ``figures/<name>.png`` and ``results/<name>.json`` in this clone (QUICK runs write
-``-quick`` files, so they never replace these); those are the files committed under ``figures/course/`` and
-``results/course/`` that the notebooks show beside their own output. The executed notebooks go to
-``runs/course-full/``. On the 2-core CPU a run takes about 8 minutes, so the first call takes more than
-two hours (05 trains 16 runs); one interrupted resumes its runs where they stopped.
+runs land in ``runs/`` (or ``--runs-dir``) and are reused: 04-06 find 03's run, 05 finds 06's baseline,
+and a second call trains nothing. Full runs write ``figures/<name>.png`` and ``results/<name>.json`` in
+this clone (QUICK runs write ``-quick`` files, so they never replace these): the files committed in
+``figures/`` and ``results/`` that the notebooks show beside their own output. The executed notebooks go
+to ``runs/course-full/``. On the 2-core CPU a run takes about 8 minutes, so the first call takes more
+than two hours (05 trains 16 runs); one interrupted resumes its runs where they stopped.
 """
 
 from __future__ import annotations

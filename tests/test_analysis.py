@@ -351,6 +351,8 @@ def test_callback_keeps_each_epochs_codes(tmp_path):
     np.testing.assert_array_equal(codes[0]["sketch_labels"], ls)
     np.testing.assert_array_equal(codes[2]["photo_labels"], lp)
     assert not list((tmp_path / "codes").glob(".*tmp*"))  # written atomically: no temporary left
+    # measuring codes encoded once (notebook 06's epoch 0) gives what a call gives
+    assert cb.measure(cb.codes(models[0])) == cb(models[0], epoch=0, step=0)
 
 
 def test_project_sequence_starts_each_map_from_the_previous():
