@@ -274,7 +274,9 @@ def _add_demo(sub: Any) -> None:
         description="Build EmojiSketch on first use (npm packages), train DSN from ImageNet EfficientNet-"
         "Lite0 on the training concepts (CPU, a fixed 160 optimiser steps: the same numbers on any "
         "machine), and print, for the unseen concepts, frozen ImageNet features vs a head trained on frozen "
-        f"features vs DSN ({DEMO_WALL} from a warm cache on a 2-core CPU). Writes its results and figures "
+        f"features vs DSN ({DEMO_WALL} from a warm cache on a 2-core CPU), queried by one OpenMoji drawing "
+        "per concept (v1's protocol) and by every line-art style of EmojiSketch v2 (built once on first use, "
+        "about 2 minutes). Writes its results and figures "
         "into its run folder (runs/emoji-demo); `--baseline --figures-dir figures` regenerates the README's "
         "figures (make figures).",
     )
@@ -320,6 +322,17 @@ def _add_demo(sub: Any) -> None:
         "its domain gap (doubles the training time)",
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument(
+        "--no-multi-style",
+        dest="multi_style",
+        action="store_false",
+        help="skip the multi-style rows (and so the EmojiSketch v2 build they need on first use)",
+    )
+    p.add_argument(
+        "--multi-style-root",
+        help="EmojiSketch v2 folder for the multi-style rows (default: the v2 build under ~/.cache/dsn_lab; "
+        "with --data-root, only this)",
+    )
     p.set_defaults(handler=_run_demo)
 
 
@@ -340,6 +353,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             overrides=overrides,
             baseline=args.baseline,
             check_claim=args.check_claim,
+            multi_style=args.multi_style,
+            multi_style_root=args.multi_style_root,
         )
     except PreflightError as exc:
         print(exc, file=sys.stderr)

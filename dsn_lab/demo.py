@@ -7,6 +7,11 @@ Three rows for the unseen concepts, because each answers a different question:
    features -- how much a head alone recovers (about twice the frozen score on this benchmark);
 3. **DSN** (:func:`dsn_lab.train.train`, backbone trained): what training the backbone with DSN's losses adds.
 
+Each row is printed twice: on v1's protocol (one OpenMoji line drawing per unseen concept queries the photos)
+and on EmojiSketch v2's multi-style queries (the same concepts drawn by every line-art set, against the same
+photos). A v1 run reads the latter from the v2 build, which it makes once when missing (``--no-multi-style``
+skips it).
+
 With ``baseline=True`` (``--baseline``) a fourth row trains SAKE's objective (CE + KD, no contrastive and no
 memory term) under the same budget, so the table shows what DSN's two terms add over its parent.
 
@@ -47,7 +52,7 @@ from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketc
 from dsn_lab.embed import evaluate_checkpoint, extract_features, state_dict_hash
 from dsn_lab.metrics import evaluate_retrieval, rank_gallery
 from dsn_lab.model import build_model
-from dsn_lab.preflight import PreflightError, check_cid_mask, preflight
+from dsn_lab.preflight import PreflightError, Problem, check_cid_mask, preflight
 from dsn_lab.probe import fit_probe
 from dsn_lab.train import TrainResult, train
 
@@ -163,6 +168,8 @@ def run_demo(
     overrides: dict[str, Any] | None = None,
     baseline: bool = False,
     check_claim: bool = False,
+    multi_style: bool = True,
+    multi_style_root: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
 
@@ -177,6 +184,11 @@ def run_demo(
     :class:`dsn_lab.preflight.PreflightError` before anything long. ``max_seconds=0`` removes the guard.
     ``check_claim``: after writing the results, raise :class:`ClaimNotMetError` (with the numbers) unless the
     full run reproduces the README's headline (:func:`check_headline`); CI runs the full demo this way.
+    ``multi_style``: also score every row on EmojiSketch v2's multi-style queries of the unseen concepts. A v2
+    run has them; a v1 run on the default folder reads them from the default v2 build (built once when
+    missing, about 2 minutes; a failed build is reported and the v1 rows still print); ``multi_style_root``
+    names another v2 folder (with ``data_root``, the only way to get them). The v2 folder must hold the same
+    unseen concepts and photos, else :class:`~dsn_lab.preflight.PreflightError`.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -192,7 +204,14 @@ def run_demo(
     )
 
     # the data, after checking what the run needs ------------------------------------------------------
-    root, ds = _load_data(cfg, data_root, figures=figures, more_runs=[baseline_cfg] if baseline else [])
+    root, ds, multi_root, multi_skipped = _load_data(
+        cfg,
+        data_root,
+        figures=figures,
+        more_runs=[baseline_cfg] if baseline else [],
+        multi_style=multi_style,
+        multi_style_root=multi_style_root,
+    )
     n_train_classes, zero_classes = len(ds[("train", "sketch")].classes), ds[("zero", "sketch")].classes
     timings["data"] = time.perf_counter() - t_start
 
@@ -243,7 +262,7 @@ def run_demo(
         f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes, "
         f"{_planned_steps(cfg)}{_guard_text(cfg)})"
     )
-    result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi=bool(multi_rows))
+    result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi_root=multi_root)
     dq, dql, dg, dgl = scored["features"]
     dsn_row = f"DSN, backbone trained (epoch {result.best_epoch})"
     gap = {"DSN": {"before": before_gap[("zero", "sketch")], "after": _gap(dq, dql, dg, dgl)}}
@@ -254,7 +273,7 @@ def run_demo(
     if baseline:
         _say("[demo] training the baseline: CE + KD (SAKE's objective), same steps")
         bres, bscored = _train_and_score(
-            baseline_cfg, root, device, timings, "baseline", multi=bool(multi_rows)
+            baseline_cfg, root, device, timings, "baseline", multi_root=multi_root
         )
         rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _metric_row(bscored)
         if multi_rows:
@@ -285,6 +304,8 @@ def run_demo(
             f"The same {len(zero_classes)} unseen concepts, queried in every line-art style (EmojiSketch v2 "
             f"zero_multi): {n_multi} sketches query the same {len(dgl)} photos",
         )
+    elif multi_skipped:
+        table += f"\n\n(no multi-style rows: {multi_skipped})"
     warning = _cut_warning(cut, cfg)
     _say("")
     if warning:
@@ -330,6 +351,8 @@ def run_demo(
         "config": cfg.to_dict(),
         "rows": rows,
         "rows_multi_style": multi_rows or None,
+        "multi_style_root": str(multi_root) if multi_root is not None else None,
+        "multi_style_skipped": multi_skipped or None,
         "dsn_over_frozen": ratio,
         "claim": claim,
         "losses_last_epoch": losses,
@@ -362,9 +385,17 @@ def run_demo(
 
 
 def _load_data(
-    cfg: DSNConfig, data_root: str | os.PathLike[str] | None, *, figures: bool, more_runs: list[DSNConfig]
-) -> tuple[Path, Datasets]:
-    """Check what the run needs (before anything long), build EmojiSketch if needed, load its six parts."""
+    cfg: DSNConfig,
+    data_root: str | os.PathLike[str] | None,
+    *,
+    figures: bool,
+    more_runs: list[DSNConfig],
+    multi_style: bool = True,
+    multi_style_root: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Datasets, Path | None, str]:
+    """Check what the run needs (before anything long), build EmojiSketch if needed, load its six parts, and
+    the multi-style queries (:func:`_multi_style_folder`). Returns the data folder, the parts, the folder the
+    multi-style queries come from (None: none) and, when they were wanted and are missing, why."""
     version = EMOJISKETCH_VERSIONS[cfg.dataset]
     root = (
         Path(data_root).expanduser() if data_root is not None else default_emojisketch_root(version=version)
@@ -380,20 +411,84 @@ def _load_data(
     )
     if not cached:  # ensure_emojisketch says that it builds, where, and shows its progress
         root = Path(ensure_emojisketch(root, version=version))
-    parts = [*SPLITS, MULTI] if (root / "splits" / "sketch_zero_multi.txt").is_file() else SPLITS
-    ds = {(s, d): get_dataset(cfg.dataset, root, split=s, domain=d, verbose=False) for s, d in parts}
+    ds = {(s, d): get_dataset(cfg.dataset, root, split=s, domain=d, verbose=False) for s, d in SPLITS}
     problems = check_cid_mask(cfg, ds[("train", "sketch")].classes)  # needs the built data's class names
     if problems:
         raise PreflightError(problems)
+    multi_root, skipped = (
+        _multi_style_folder(root, explicit=data_root is not None, given=multi_style_root)
+        if multi_style
+        else (None, "")
+    )
+    if multi_root is not None:
+        ds[MULTI] = get_dataset("emojisketch-v2", multi_root, split=MULTI[0], domain="sketch", verbose=False)
     _say(
         f"[demo] EmojiSketch at {root}: {len(ds[('train', 'sketch')].classes)} training concepts "
         f"({len(ds[('train', 'sketch')])} sketches, {len(ds[('train', 'photo')])} photos), "
         f"{len(ds[('val', 'sketch')].classes)} held-out val concepts, {len(ds[('zero', 'sketch')].classes)} "
         f"unseen concepts ({len(ds[('zero', 'sketch')])} sketches vs {len(ds[('zero', 'photo')])} photos"
         + (f"; {len(ds[MULTI])} in every line-art style" if MULTI in ds else "")
+        + (f", from {multi_root}" if multi_root not in (None, root) else "")
         + ")"
     )
-    return root, ds
+    if skipped:
+        _say(f"[demo] no multi-style rows: {skipped}")
+    return root, ds, multi_root, skipped
+
+
+def _multi_style_folder(
+    root: Path, *, explicit: bool, given: str | os.PathLike[str] | None
+) -> tuple[Path | None, str]:
+    """The EmojiSketch v2 folder whose ``zero_multi`` split queries this run's unseen photos, or why none.
+
+    ``root`` itself when it is v2; else ``given``; else (a v1 run on the default folder) the default v2
+    build, made once when missing. A v1 folder the user named gets no v2 folder unless ``given``: it may be
+    a copy or the synthetic fixture, whose concepts no v2 build shares. A v2 folder must hold this run's
+    unseen concepts and photos (the same split lists), else :class:`PreflightError`."""
+    if _has_multi(root):
+        return root, ""
+    if given is not None:
+        multi = Path(given).expanduser()
+        if not _has_multi(multi):
+            fix = f"python -m dsn_lab emojisketch --version 2 --root {multi}   (or drop --multi-style-root)"
+            raise PreflightError(
+                [Problem(fix, f"{multi} has no {_MULTI_LIST} (not an EmojiSketch v2 folder)")]
+            )
+    elif explicit:
+        return None, f"{root} has no {_MULTI_LIST}; --multi-style-root names an EmojiSketch v2 folder"
+    else:
+        multi = default_emojisketch_root(version=2)
+        if not _emojisketch_cached(multi, explicit=False, version=2):
+            _say(f"[demo] the multi-style queries come from EmojiSketch v2: building it at {multi} (once)")
+            try:
+                multi = Path(ensure_emojisketch(multi, version=2))
+            except Exception as exc:  # noqa: BLE001 - the v1 rows are the demo; say why these are missing
+                return None, (
+                    f"building EmojiSketch v2 at {multi} failed ({type(exc).__name__}: {exc}). Fix: "
+                    "python -m dsn_lab emojisketch --version 2 shows the whole error; --no-multi-style skips "
+                    "these rows"
+                )
+    mismatched = [
+        f"{kind}_zero.txt"
+        for kind in ("classes", "photo")
+        if (root / "splits" / f"{kind}_zero.txt").read_text()
+        != (multi / "splits" / f"{kind}_{MULTI[0]}.txt").read_text()
+    ]
+    if mismatched:
+        fix = f"--multi-style-root: an EmojiSketch v2 folder built from the same sources as {root}"
+        why = (
+            f"{multi}'s multi-style queries are of other unseen concepts or photos than {root} "
+            f"(its splits/{{classes,photo}}_{MULTI[0]}.txt differ from {', '.join(mismatched)})"
+        )
+        raise PreflightError([Problem(fix, why)])
+    return multi, ""
+
+
+_MULTI_LIST = f"splits/sketch_{MULTI[0]}.txt"
+
+
+def _has_multi(root: Path) -> bool:
+    return (root / _MULTI_LIST).is_file()
 
 
 def _frozen_features(
@@ -432,27 +527,20 @@ def _train_and_score(
     device: torch.device,
     timings: dict[str, float],
     name: str,
-    multi: bool = False,
+    multi_root: Path | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``cfg`` from scratch, then score its selected checkpoint on the unseen concepts (codes kept for
-    the gap and the figures; ``multi``: also the v2 multi-style queries, as ``"multi"``); the seconds of each
-    go into ``timings[name + "_train" / "_eval"]``."""
+    the gap and the figures; ``multi_root``: also the v2 multi-style queries of that folder, as ``"multi"``);
+    the seconds of each go into ``timings[name + "_train" / "_eval"]``."""
     t = time.perf_counter()
     result = train(cfg, data_root=root, device=device, overwrite=True)
     timings[f"{name}_train"] = time.perf_counter() - t
     t = time.perf_counter()
-    scored = evaluate_checkpoint(
-        result.best_checkpoint or result.final_checkpoint,
-        data_root=root,
-        device=device,
-        binary=False,
-        progress=False,
-        features=True,
-    )
-    if multi:
-        best = result.best_checkpoint or result.final_checkpoint
-        kw = dict(data_root=root, device=device, binary=False, progress=False, split=MULTI[0], features=True)
-        multi = evaluate_checkpoint(best, **kw)
+    best = result.best_checkpoint or result.final_checkpoint
+    kw = dict(device=device, binary=False, progress=False, features=True)
+    scored = evaluate_checkpoint(best, data_root=root, **kw)
+    if multi_root is not None:
+        multi = evaluate_checkpoint(best, data_root=multi_root, split=MULTI[0], **kw)
         scored["multi"], scored["multi_features"] = _metric_row(multi), multi["features"]
     timings[f"{name}_eval"] = time.perf_counter() - t
     return result, scored

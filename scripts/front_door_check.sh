@@ -44,18 +44,27 @@ for path in "${hidden[@]}"; do
   [ -e "$path" ] && hide_script+="mount -t tmpfs -o size=1m,mode=0755 none '$path' && "
 done
 
+walk() {
+  if [ -z "$hide_script" ]; then
+    echo "[front-door] none of ${hidden[*]} exists here: nothing to hide"
+    "${run_env[@]}" bash -c "$inner"
+  elif [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+    unshare -m --propagation private "${run_env[@]}" bash -c "${hide_script}$inner"
+  elif unshare -rm true 2>/dev/null; then
+    unshare -rm --propagation private "${run_env[@]}" bash -c "${hide_script}$inner"
+  else
+    echo "[front-door] WARNING: cannot make a private mount namespace here (not root, no user namespaces):"
+    echo "[front-door]          ${hidden[*]} stay visible; the check runs, but proves less."
+    "${run_env[@]}" bash -c "$inner"
+  fi
+}
+
 start=$(date +%s)
-if [ -z "$hide_script" ]; then
-  echo "[front-door] none of ${hidden[*]} exists here: nothing to hide"
-  "${run_env[@]}" bash -c "$inner"
-elif [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
-  unshare -m --propagation private "${run_env[@]}" bash -c "${hide_script}$inner"
-elif unshare -rm true 2>/dev/null; then
-  unshare -rm --propagation private "${run_env[@]}" bash -c "${hide_script}$inner"
-else
-  echo "[front-door] WARNING: cannot make a private mount namespace here (not root, no user namespaces):"
-  echo "[front-door]          ${hidden[*]} stay visible; the check runs, but proves less."
-  "${run_env[@]}" bash -c "$inner"
+walk 2>&1 | tee "$work/demo.log"
+# the demo prints its rows twice: v1's protocol, then EmojiSketch v2's multi-style queries (issue 18)
+if [[ "$demo_args" != *--no-multi-style* ]] && ! grep -q "queried in every line-art style" "$work/demo.log"; then
+  echo "[front-door] FAILED: make demo printed no multi-style rows (its 'no multi-style rows:' line says why)"
+  exit 1
 fi
 elapsed=$(( $(date +%s) - start ))
 printf '[front-door] PASSED: fresh clone -> make demo DEMO_ARGS=%s in %d min %02d s (install included)\n' \

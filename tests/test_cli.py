@@ -278,10 +278,11 @@ def test_emojisketch_prints_the_card_and_the_frozen_baseline(tmp_path: Path, mon
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 138 s alone; EmojiSketch may be built from npm first (default limit: 300 s)
+@pytest.mark.timeout(1500)  # 138 s alone; EmojiSketch v1 and v2 may be built first (v2: about 140 s more)
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
-    """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the domain
-    gap before/after, figures (in the run folder by default), results JSON, the run records."""
+    """The CI-sized demo with the baseline: EmojiSketch (built from npm on first use), four rows, the same
+    four on v2's multi-style queries (v2 built on first use), the domain gap before/after, figures (in the run
+    folder by default), results JSON, the run records."""
     out, figs = tmp_path / "run", tmp_path / "run" / "figures"
     proc = subprocess.run(
         [
@@ -317,6 +318,8 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         assert (run / "config.json").is_file() and (run / "environment.json").is_file()
     assert len(res["rows"]) == 4
     assert list(res["rows"])[-1].startswith("DSN")
+    assert list(res["rows_multi_style"]) == list(res["rows"]) and res["multi_style_skipped"] is None
+    assert "queried in every line-art style (EmojiSketch v2 zero_multi)" in proc.stdout
     assert set(res["domain_gap"]) == {"DSN", "CE + KD baseline"}
     for stages in res["domain_gap"].values():
         for g in stages.values():

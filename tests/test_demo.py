@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from dsn_lab import cli, demo
+from dsn_lab.config import get_preset
+from dsn_lab.preflight import PreflightError
 
 
 def _rows(frozen: float, head: float, dsn: float, baseline: float | None = None) -> dict:
@@ -89,3 +94,104 @@ def test_demo_on_v2_scores_the_multi_style_queries_and_their_dispersion(tmp_path
         assert 0.0 < gap[stage]["sketch_dispersion"] < 2.0  # L2-normalised codes: at most 2 apart
     assert np.isnan(out["domain_gap"]["DSN"]["before"]["sketch_dispersion"])  # one OpenMoji query per concept
     assert "multi-style queries, after: DSN" in printed and "sketch disp" in printed
+
+
+def _v2_copy(v1: Path, folder: Path, *, photos: list[str] | None = None) -> Path:
+    """A v2-layout copy of the synthetic v1 folder: its unseen sketches as the ``zero_multi`` queries, against
+    the same photos (or ``photos``: another photo list)."""
+    shutil.copytree(v1, folder)
+    splits = folder / "splits"
+    for kind, text in (
+        ("classes", (splits / "classes_zero.txt").read_text()),
+        ("sketch", (splits / "sketch_zero.txt").read_text()),
+        ("photo", "".join(f"{p}\n" for p in photos) if photos else (splits / "photo_zero.txt").read_text()),
+    ):
+        (splits / f"{kind}_zero_multi.txt").write_text(text)
+    return folder
+
+
+_TINY_RUN = {"epochs": 1, "steps_per_epoch": 1, "sketches_per_batch": 4, "photos_per_batch": 8}
+
+
+@pytest.mark.timeout(600)
+def test_v1_demo_scores_the_multi_style_queries_of_a_v2_folder(
+    synth: Path, tmp_path: Path, capsys, isolated_cache
+) -> None:
+    """A v1 run reads the multi-style queries from the v2 folder it is given: with that folder's queries equal
+    to v1's, every multi-style row equals its v1 row (same gallery, same labels, same checkpoint)."""
+    v2 = _v2_copy(synth, tmp_path / "v2")
+    out = demo.run_demo(
+        quick=True,
+        data_root=synth,
+        output_dir=tmp_path / "run",
+        figures=False,
+        overrides=_TINY_RUN,
+        multi_style_root=v2,
+    )
+    printed = capsys.readouterr().out
+    assert out["multi_style_root"] == str(v2) and out["multi_style_skipped"] is None
+    assert list(out["rows_multi_style"]) == list(out["rows"])
+    for name, row in out["rows"].items():
+        assert out["rows_multi_style"][name] == pytest.approx(row, abs=1e-6), name
+    assert f"in every line-art style, from {v2})" in printed
+    assert "queried in every line-art style (EmojiSketch v2 zero_multi)" in printed
+
+
+def test_v1_data_without_a_v2_folder_says_why_there_are_no_multi_style_rows(
+    synth: Path, tmp_path: Path, capsys, isolated_cache
+) -> None:
+    cfg = get_preset("emoji-quick", output_dir=str(tmp_path / "run"))
+    root, ds, multi_root, why = demo._load_data(cfg, synth, figures=False, more_runs=[])
+    assert root == synth and demo.MULTI not in ds and multi_root is None
+    assert why.startswith(f"{synth} has no splits/sketch_zero_multi.txt") and "--multi-style-root" in why
+    assert f"[demo] no multi-style rows: {why}" in capsys.readouterr().out
+    assert demo._load_data(cfg, synth, figures=False, more_runs=[], multi_style=False)[2:] == (None, "")
+
+
+def test_a_v2_folder_of_other_photos_is_refused_with_the_files_that_differ(
+    synth: Path, tmp_path: Path
+) -> None:
+    photos = (synth / "splits" / "photo_zero.txt").read_text().splitlines()[:-1]  # one photo fewer
+    v2 = _v2_copy(synth, tmp_path / "v2", photos=photos)
+    with pytest.raises(PreflightError) as err:
+        demo._multi_style_folder(synth, explicit=True, given=v2)
+    assert "differ from photo_zero.txt" in str(err.value) and "classes_zero.txt" not in str(err.value)
+    with pytest.raises(PreflightError, match="not an EmojiSketch v2 folder"):
+        demo._multi_style_folder(synth, explicit=True, given=tmp_path / "nothing")
+
+
+def test_the_default_v1_folder_builds_v2_once_and_reports_a_failed_build(
+    synth: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """On the default folders a v1 run gets its multi-style queries from the default v2 build (made when
+    missing); a build that fails leaves the v1 rows and says why."""
+    v2 = _v2_copy(synth, tmp_path / "v2")
+    built: list[tuple[Path, int]] = []
+
+    def ensure(root, version=1, **kw):
+        built.append((Path(root), version))
+        return v2
+
+    monkeypatch.setattr(demo, "default_emojisketch_root", lambda version=1: tmp_path / f"default-v{version}")
+    monkeypatch.setattr(demo, "ensure_emojisketch", ensure)
+    assert demo._multi_style_folder(synth, explicit=False, given=None) == (v2, "")
+    assert built == [(tmp_path / "default-v2", 2)]
+
+    def offline(root, version=1, **kw):
+        raise ConnectionError("registry.npmjs.org unreachable")
+
+    monkeypatch.setattr(demo, "ensure_emojisketch", offline)
+    folder, why = demo._multi_style_folder(synth, explicit=False, given=None)
+    assert folder is None
+    assert "failed (ConnectionError: registry.npmjs.org unreachable)" in why and "--no-multi-style" in why
+    # a folder that is v2 itself needs nothing else
+    assert demo._multi_style_folder(v2, explicit=True, given=None) == (v2, "")
+
+
+def test_cli_passes_the_multi_style_options(monkeypatch) -> None:
+    seen = {}
+    monkeypatch.setattr(cli, "run_demo", lambda **kw: seen.update(kw))
+    assert cli.main(["demo", "--quick"]) == 0
+    assert seen["multi_style"] is True and seen["multi_style_root"] is None
+    assert cli.main(["demo", "--quick", "--no-multi-style", "--multi-style-root", "/data/v2"]) == 0
+    assert seen["multi_style"] is False and seen["multi_style_root"] == "/data/v2"
