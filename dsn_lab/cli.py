@@ -275,8 +275,8 @@ def _add_demo(sub: Any) -> None:
         "Lite0 on the training concepts (CPU, a fixed 160 optimiser steps: the same numbers on any "
         "machine), and print, for the unseen concepts, frozen ImageNet features vs a head trained on frozen "
         f"features vs DSN ({DEMO_WALL} from a warm cache on a 2-core CPU), queried by one OpenMoji drawing "
-        "per concept (v1's protocol) and by every line-art style of EmojiSketch v2 (built once on first use, "
-        "about 2 minutes). Writes its results and figures "
+        "per concept (v1's protocol) and by every line-art style of EmojiSketch v2 (on the default folders "
+        "built once on first use, about 2 minutes). Writes its results and figures "
         "into its run folder (runs/emoji-demo); `--baseline --figures-dir figures` regenerates the README's "
         "figures (make figures).",
     )
@@ -322,16 +322,18 @@ def _add_demo(sub: Any) -> None:
         "its domain gap (doubles the training time)",
     )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
-    p.add_argument(
+    multi = p.add_mutually_exclusive_group()
+    multi.add_argument(
         "--no-multi-style",
         dest="multi_style",
         action="store_false",
         help="skip the multi-style rows (and so the EmojiSketch v2 build they need on first use)",
     )
-    p.add_argument(
+    multi.add_argument(
         "--multi-style-root",
-        help="EmojiSketch v2 folder for the multi-style rows (default: the v2 build under ~/.cache/dsn_lab; "
-        "with --data-root, only this)",
+        help="EmojiSketch v2 folder whose multi-style queries are scored (default: the v2 build in the "
+        "data folder, $DSN_LAB_DATA or ~/.cache/dsn_lab, made on first use); a v1 --data-root gets these "
+        "rows only from this; a v2 --data-root uses its own",
     )
     p.set_defaults(handler=_run_demo)
 

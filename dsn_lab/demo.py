@@ -7,17 +7,19 @@ Three rows for the unseen concepts, because each answers a different question:
    features -- how much a head alone recovers (about twice the frozen score on this benchmark);
 3. **DSN** (:func:`dsn_lab.train.train`, backbone trained): what training the backbone with DSN's losses adds.
 
-Each row is printed twice: on v1's protocol (one OpenMoji line drawing per unseen concept queries the photos)
-and on EmojiSketch v2's multi-style queries (the same concepts drawn by every line-art set, against the same
-photos). A v1 run reads the latter from the v2 build, which it makes once when missing (``--no-multi-style``
-skips it).
+The rows are printed twice: on v1's protocol (one OpenMoji line drawing per unseen concept queries the
+photos) and on EmojiSketch v2's multi-style queries (the same concepts drawn by every line-art set, against
+the same photos). A run on the default folders reads the latter from the default v2 build, made once when
+missing; a v1 ``data_root`` needs ``multi_style_root``; ``--no-multi-style`` skips them. When they cannot be
+had, the demo says why and prints the v1 rows.
 
 With ``baseline=True`` (``--baseline``) a fourth row trains SAKE's objective (CE + KD, no contrastive and no
 memory term) under the same budget, so the table shows what DSN's two terms add over its parent.
 
 The demo also measures the domain gap (:func:`dsn_lab.analysis.domain_gap`) on the unseen concepts' codes
 before training (the untrained model: ImageNet backbone, SVD-initialised hashing layer) and after, for DSN
-and the baseline, and draws it as ``demo_domain_gap.png``.
+and the baseline (and for DSN on the multi-style queries, where a concept's sketches have a spread), and draws
+it as ``demo_domain_gap.png``.
 
 Model selection (the head's step, DSN's epoch) uses the held-out *training* concepts (EmojiSketch "val");
 the unseen concepts are only scored, never used to choose anything.
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 from dsn_lab import plots
 from dsn_lab._atomic import atomic_write_text
 from dsn_lab.analysis import domain_gap, project
+from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.config import DSNConfig, get_preset
 from dsn_lab.data import EMOJISKETCH_VERSIONS, default_root, get_dataset
 from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch, is_current
@@ -184,11 +187,13 @@ def run_demo(
     :class:`dsn_lab.preflight.PreflightError` before anything long. ``max_seconds=0`` removes the guard.
     ``check_claim``: after writing the results, raise :class:`ClaimNotMetError` (with the numbers) unless the
     full run reproduces the README's headline (:func:`check_headline`); CI runs the full demo this way.
-    ``multi_style``: also score every row on EmojiSketch v2's multi-style queries of the unseen concepts. A v2
-    run has them; a v1 run on the default folder reads them from the default v2 build (built once when
-    missing, about 2 minutes; a failed build is reported and the v1 rows still print); ``multi_style_root``
-    names another v2 folder (with ``data_root``, the only way to get them). The v2 folder must hold the same
-    unseen concepts and photos, else :class:`~dsn_lab.preflight.PreflightError`.
+    ``multi_style``: also score every row on EmojiSketch v2's multi-style queries of the unseen concepts,
+    against the same gallery codes (:func:`_multi_style_folder` says where they come from). A run on the
+    default folder reads them from the default v2 build (built once when missing, about 2 minutes); a v1
+    ``data_root`` gets them only from ``multi_style_root``; a v2 ``data_root`` has its own. When they cannot
+    be had (the build failed, or that v2 folder holds other unseen concepts or photos) the demo says why and
+    prints the v1 rows; a ``multi_style_root`` that is not such a folder is a
+    :class:`~dsn_lab.preflight.PreflightError`.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -228,7 +233,7 @@ def run_demo(
     )
 
     multi_rows: dict[str, dict[str, float]] = {}
-    if MULTI in feats:  # v2: the same photos, queried by every line-art style
+    if MULTI in feats:  # v2's multi-style queries: the same photos, queried by every line-art style
         mq, mql = feats[MULTI]
         multi_rows["frozen ImageNet features"] = _eval(mq, mql, zg, zgl)
 
@@ -262,7 +267,8 @@ def run_demo(
         f"[demo] training DSN ({cfg.backbone}, {cfg.image_size}px, {cfg.hashing_dim}-d codes, "
         f"{_planned_steps(cfg)}{_guard_text(cfg)})"
     )
-    result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi_root=multi_root)
+    multi_queries = ds.get(MULTI)
+    result, scored = _train_and_score(cfg, root, device, timings, "dsn", multi_queries=multi_queries)
     dq, dql, dg, dgl = scored["features"]
     dsn_row = f"DSN, backbone trained (epoch {result.best_epoch})"
     gap = {"DSN": {"before": before_gap[("zero", "sketch")], "after": _gap(dq, dql, dg, dgl)}}
@@ -273,7 +279,7 @@ def run_demo(
     if baseline:
         _say("[demo] training the baseline: CE + KD (SAKE's objective), same steps")
         bres, bscored = _train_and_score(
-            baseline_cfg, root, device, timings, "baseline", multi_root=multi_root
+            baseline_cfg, root, device, timings, "baseline", multi_queries=multi_queries
         )
         rows[f"CE + KD baseline, backbone trained (epoch {bres.best_epoch})"] = _metric_row(bscored)
         if multi_rows:
@@ -351,6 +357,7 @@ def run_demo(
         "config": cfg.to_dict(),
         "rows": rows,
         "rows_multi_style": multi_rows or None,
+        "multi_style": multi_style,
         "multi_style_root": str(multi_root) if multi_root is not None else None,
         "multi_style_skipped": multi_skipped or None,
         "dsn_over_frozen": ratio,
@@ -439,56 +446,68 @@ def _load_data(
 def _multi_style_folder(
     root: Path, *, explicit: bool, given: str | os.PathLike[str] | None
 ) -> tuple[Path | None, str]:
-    """The EmojiSketch v2 folder whose ``zero_multi`` split queries this run's unseen photos, or why none.
+    """The EmojiSketch v2 folder whose ``zero_multi`` queries are scored against this run's unseen photos, or
+    (None, why not).
 
-    ``root`` itself when it is v2; else ``given``; else (a v1 run on the default folder) the default v2
-    build, made once when missing. A v1 folder the user named gets no v2 folder unless ``given``: it may be
-    a copy or the synthetic fixture, whose concepts no v2 build shares. A v2 folder must hold this run's
-    unseen concepts and photos (the same split lists), else :class:`PreflightError`."""
+    ``root`` itself when it is v2 (``given`` is then ignored, with a note); else ``given``, which must be a v2
+    folder (else :class:`PreflightError`); else, when ``root`` is the default folder (``explicit`` False), the
+    default v2 build, made once when missing. A v1 folder the user named gets none without ``given``: it may
+    be a copy or the synthetic fixture, whose concepts no v2 build shares. The v2 folder's ``zero_multi``
+    concepts and photos must be this run's ``zero`` ones, file for file (the same split lists)."""
     if _has_multi(root):
+        if given is not None and Path(given).expanduser().resolve() != root.resolve():
+            _say(f"[demo] note: {root} is EmojiSketch v2, with its own multi-style queries: {given} unread")
         return root, ""
     if given is not None:
         multi = Path(given).expanduser()
         if not _has_multi(multi):
-            fix = f"python -m dsn_lab emojisketch --version 2 --root {multi}   (or drop --multi-style-root)"
-            raise PreflightError(
-                [Problem(fix, f"{multi} has no {_MULTI_LIST} (not an EmojiSketch v2 folder)")]
+            missing = ", ".join(f for f in _MULTI_LISTS if not (multi / f).is_file())
+            fix = (
+                "python -m dsn_lab emojisketch --version 2   (builds the default v2 folder), then pass that "
+                "folder as --multi-style-root, or --no-multi-style"
             )
+            raise PreflightError([Problem(fix, f"{multi} is not an EmojiSketch v2 folder: no {missing}")])
     elif explicit:
-        return None, f"{root} has no {_MULTI_LIST}; --multi-style-root names an EmojiSketch v2 folder"
+        return None, (
+            f"{root} has no {_MULTI_LISTS[0]}. Fix: pass --multi-style-root <an EmojiSketch v2 folder> for "
+            "these rows, or --no-multi-style"
+        )
     else:
         multi = default_emojisketch_root(version=2)
         if not _emojisketch_cached(multi, explicit=False, version=2):
             _say(f"[demo] the multi-style queries come from EmojiSketch v2: building it at {multi} (once)")
             try:
                 multi = Path(ensure_emojisketch(multi, version=2))
-            except Exception as exc:  # noqa: BLE001 - the v1 rows are the demo; say why these are missing
+            except (OSError, RuntimeError, ValueError) as exc:  # the v1 rows are the demo: say why, go on
                 return None, (
                     f"building EmojiSketch v2 at {multi} failed ({type(exc).__name__}: {exc}). Fix: "
                     "python -m dsn_lab emojisketch --version 2 shows the whole error; --no-multi-style skips "
                     "these rows"
                 )
-    mismatched = [
-        f"{kind}_zero.txt"
+    differ = [
+        f"{multi}/splits/{kind}_{MULTI[0]}.txt differs from {root}/splits/{kind}_zero.txt"
         for kind in ("classes", "photo")
         if (root / "splits" / f"{kind}_zero.txt").read_text()
         != (multi / "splits" / f"{kind}_{MULTI[0]}.txt").read_text()
     ]
-    if mismatched:
-        fix = f"--multi-style-root: an EmojiSketch v2 folder built from the same sources as {root}"
-        why = (
-            f"{multi}'s multi-style queries are of other unseen concepts or photos than {root} "
-            f"(its splits/{{classes,photo}}_{MULTI[0]}.txt differ from {', '.join(mismatched)})"
+    if differ:
+        why = f"{multi}'s multi-style queries are of other unseen concepts or photos: {'; '.join(differ)}"
+        fix = (
+            "pass --multi-style-root <the EmojiSketch v2 folder built beside this data> (python -m dsn_lab "
+            "emojisketch --version 2 builds the default one), or --no-multi-style"
         )
+        if given is None:  # the default folders disagree: not the user's doing, so the v1 rows still run
+            return None, f"{why}. Fix: {fix}"
         raise PreflightError([Problem(fix, why)])
     return multi, ""
 
 
-_MULTI_LIST = f"splits/sketch_{MULTI[0]}.txt"
+#: The split lists of the multi-style queries (an EmojiSketch v2 folder has all three).
+_MULTI_LISTS = tuple(f"splits/{kind}_{MULTI[0]}.txt" for kind in ("sketch", "photo", "classes"))
 
 
 def _has_multi(root: Path) -> bool:
-    return (root / _MULTI_LIST).is_file()
+    return all((root / f).is_file() for f in _MULTI_LISTS)
 
 
 def _frozen_features(
@@ -496,7 +515,7 @@ def _frozen_features(
 ) -> tuple[dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], dict[tuple[str, str], dict[str, float]]]:
     """Pooled ImageNet features of every part (for the frozen row and the head), and the domain gap of the
     untrained model's codes on the unseen concepts (the "before" of the gap table: what DSN starts from),
-    per query part: ``("zero", "sketch")`` and, on v2, the multi-style queries."""
+    per query part: ``("zero", "sketch")`` and the multi-style queries when the run has them."""
     frozen = build_model(cfg, len(ds[("train", "sketch")].classes)).to(device).eval()
     # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
     # second run of the demo skips this step
@@ -527,21 +546,27 @@ def _train_and_score(
     device: torch.device,
     timings: dict[str, float],
     name: str,
-    multi_root: Path | None = None,
+    multi_queries: Any = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``cfg`` from scratch, then score its selected checkpoint on the unseen concepts (codes kept for
-    the gap and the figures; ``multi_root``: also the v2 multi-style queries of that folder, as ``"multi"``);
-    the seconds of each go into ``timings[name + "_train" / "_eval"]``."""
+    the gap and the figures; ``multi_queries``: also these v2 multi-style sketches against the same gallery
+    codes, as ``"multi"`` and ``"multi_features"``); the seconds of each go into
+    ``timings[name + "_train" / "_eval"]``."""
     t = time.perf_counter()
     result = train(cfg, data_root=root, device=device, overwrite=True)
     timings[f"{name}_train"] = time.perf_counter() - t
     t = time.perf_counter()
     best = result.best_checkpoint or result.final_checkpoint
-    kw = dict(device=device, binary=False, progress=False, features=True)
-    scored = evaluate_checkpoint(best, data_root=root, **kw)
-    if multi_root is not None:
-        multi = evaluate_checkpoint(best, data_root=multi_root, split=MULTI[0], **kw)
-        scored["multi"], scored["multi_features"] = _metric_row(multi), multi["features"]
+    scored = evaluate_checkpoint(
+        best, data_root=root, device=device, binary=False, progress=False, features=True
+    )
+    if multi_queries is not None:  # the gallery codes just scored, so both tables rank the same photos
+        model, model_cfg, _ = load_trained_model(best, device)
+        mq, mql = extract_features(
+            model, multi_queries, domain=0, batch_size=64, device=device, image_size=model_cfg.image_size
+        )
+        _, _, g, gl = scored["features"]
+        scored["multi"], scored["multi_features"] = _eval(mq, mql, g, gl), (mq, mql, g, gl)
     timings[f"{name}_eval"] = time.perf_counter() - t
     return result, scored
 

@@ -96,14 +96,15 @@ def test_demo_on_v2_scores_the_multi_style_queries_and_their_dispersion(tmp_path
     assert "multi-style queries, after: DSN" in printed and "sketch disp" in printed
 
 
-def _v2_copy(v1: Path, folder: Path, *, photos: list[str] | None = None) -> Path:
-    """A v2-layout copy of the synthetic v1 folder: its unseen sketches as the ``zero_multi`` queries, against
-    the same photos (or ``photos``: another photo list)."""
+def _v2_copy(v1: Path, folder: Path, *, photos: list[str] | None = None, classes: str | None = None) -> Path:
+    """A v2-layout copy of the synthetic v1 folder whose ``zero_multi`` queries are its unseen sketches, each
+    listed twice (so a test can tell them from the ``zero`` queries), against the same photos (or
+    ``photos``, ``classes``: other lists)."""
     shutil.copytree(v1, folder)
     splits = folder / "splits"
     for kind, text in (
-        ("classes", (splits / "classes_zero.txt").read_text()),
-        ("sketch", (splits / "sketch_zero.txt").read_text()),
+        ("classes", classes or (splits / "classes_zero.txt").read_text()),
+        ("sketch", (splits / "sketch_zero.txt").read_text() * 2),
         ("photo", "".join(f"{p}\n" for p in photos) if photos else (splits / "photo_zero.txt").read_text()),
     ):
         (splits / f"{kind}_zero_multi.txt").write_text(text)
@@ -117,8 +118,9 @@ _TINY_RUN = {"epochs": 1, "steps_per_epoch": 1, "sketches_per_batch": 4, "photos
 def test_v1_demo_scores_the_multi_style_queries_of_a_v2_folder(
     synth: Path, tmp_path: Path, capsys, isolated_cache
 ) -> None:
-    """A v1 run reads the multi-style queries from the v2 folder it is given: with that folder's queries equal
-    to v1's, every multi-style row equals its v1 row (same gallery, same labels, same checkpoint)."""
+    """A v1 run reads the multi-style queries from the v2 folder it is given and ranks the same gallery codes
+    with them: with that folder's queries v1's, each listed twice, every multi-style row equals its v1 row
+    (a query's AP is its own; the class-averaged mean does not change when each query comes twice)."""
     v2 = _v2_copy(synth, tmp_path / "v2")
     out = demo.run_demo(
         quick=True,
@@ -133,8 +135,10 @@ def test_v1_demo_scores_the_multi_style_queries_of_a_v2_folder(
     assert list(out["rows_multi_style"]) == list(out["rows"])
     for name, row in out["rows"].items():
         assert out["rows_multi_style"][name] == pytest.approx(row, abs=1e-6), name
-    assert f"in every line-art style, from {v2})" in printed
-    assert "queried in every line-art style (EmojiSketch v2 zero_multi)" in printed
+    n_zero = len((synth / "splits" / "sketch_zero.txt").read_text().splitlines())
+    assert f"; {2 * n_zero} in every line-art style, from {v2})" in printed
+    assert f"queried in every line-art style (EmojiSketch v2 zero_multi): {2 * n_zero} sketches" in printed
+    assert out["domain_gap"][demo.MULTI_GAP]["after"]["sketch_dispersion"] > 0
 
 
 def test_v1_data_without_a_v2_folder_says_why_there_are_no_multi_style_rows(
@@ -148,50 +152,79 @@ def test_v1_data_without_a_v2_folder_says_why_there_are_no_multi_style_rows(
     assert demo._load_data(cfg, synth, figures=False, more_runs=[], multi_style=False)[2:] == (None, "")
 
 
-def test_a_v2_folder_of_other_photos_is_refused_with_the_files_that_differ(
+def test_a_v2_folder_of_other_photos_or_concepts_is_refused_naming_the_lists(
     synth: Path, tmp_path: Path
 ) -> None:
     photos = (synth / "splits" / "photo_zero.txt").read_text().splitlines()[:-1]  # one photo fewer
-    v2 = _v2_copy(synth, tmp_path / "v2", photos=photos)
     with pytest.raises(PreflightError) as err:
-        demo._multi_style_folder(synth, explicit=True, given=v2)
-    assert "differ from photo_zero.txt" in str(err.value) and "classes_zero.txt" not in str(err.value)
-    with pytest.raises(PreflightError, match="not an EmojiSketch v2 folder"):
-        demo._multi_style_folder(synth, explicit=True, given=tmp_path / "nothing")
+        demo._multi_style_folder(synth, explicit=True, given=_v2_copy(synth, tmp_path / "a", photos=photos))
+    assert f"{tmp_path / 'a'}/splits/photo_zero_multi.txt differs from {synth}/splits/photo_zero.txt" in str(
+        err.value
+    )
+    assert "classes_zero_multi.txt differs" not in str(err.value)
+    with pytest.raises(PreflightError, match="classes_zero_multi.txt differs"):
+        demo._multi_style_folder(
+            synth, explicit=True, given=_v2_copy(synth, tmp_path / "b", classes="x\ny\n")
+        )
+    partial = _v2_copy(synth, tmp_path / "c")
+    (partial / "splits" / "classes_zero_multi.txt").unlink()
+    with pytest.raises(
+        PreflightError, match="not an EmojiSketch v2 folder: no splits/classes_zero_multi.txt"
+    ):
+        demo._multi_style_folder(synth, explicit=True, given=partial)
 
 
-def test_the_default_v1_folder_builds_v2_once_and_reports_a_failed_build(
-    synth: Path, tmp_path: Path, monkeypatch
+def test_the_default_v1_folder_builds_v2_once_and_reports_what_went_wrong(
+    synth: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """On the default folders a v1 run gets its multi-style queries from the default v2 build (made when
-    missing); a build that fails leaves the v1 rows and says why."""
+    missing, not again when current); a failed build or a v2 build of other photos leaves the v1 rows and
+    says why."""
     v2 = _v2_copy(synth, tmp_path / "v2")
     built: list[tuple[Path, int]] = []
+    current: set[Path] = set()
 
-    def ensure(root, version=1, **kw):
+    def ensure(root, version=1, **kw):  # stands in for the build: the folder is already there
         built.append((Path(root), version))
-        return v2
+        current.add(Path(root))
+        return Path(root)
 
-    monkeypatch.setattr(demo, "default_emojisketch_root", lambda version=1: tmp_path / f"default-v{version}")
+    monkeypatch.setattr(demo, "default_emojisketch_root", lambda version=1: v2 if version == 2 else synth)
     monkeypatch.setattr(demo, "ensure_emojisketch", ensure)
+    monkeypatch.setattr(demo, "_emojisketch_cached", lambda root, explicit, version=1: Path(root) in current)
     assert demo._multi_style_folder(synth, explicit=False, given=None) == (v2, "")
-    assert built == [(tmp_path / "default-v2", 2)]
+    assert demo._multi_style_folder(synth, explicit=False, given=None) == (v2, "")
+    assert built == [(v2, 2)]  # once
+
+    other = _v2_copy(synth, tmp_path / "other", photos=["photo/x.png 0"])
+    monkeypatch.setattr(demo, "default_emojisketch_root", lambda version=1: other)
+    current.add(other)
+    folder, why = demo._multi_style_folder(synth, explicit=False, given=None)
+    assert folder is None and "photo_zero_multi.txt differs" in why and "--no-multi-style" in why
 
     def offline(root, version=1, **kw):
         raise ConnectionError("registry.npmjs.org unreachable")
 
+    current.clear()
     monkeypatch.setattr(demo, "ensure_emojisketch", offline)
     folder, why = demo._multi_style_folder(synth, explicit=False, given=None)
     assert folder is None
     assert "failed (ConnectionError: registry.npmjs.org unreachable)" in why and "--no-multi-style" in why
-    # a folder that is v2 itself needs nothing else
-    assert demo._multi_style_folder(v2, explicit=True, given=None) == (v2, "")
+    # a folder that is v2 itself needs nothing else, and says that a given one is not read
+    capsys.readouterr()
+    assert demo._multi_style_folder(v2, explicit=True, given=other) == (v2, "")
+    assert f"{other} unread" in capsys.readouterr().out
 
 
-def test_cli_passes_the_multi_style_options(monkeypatch) -> None:
+def test_cli_passes_the_multi_style_options(monkeypatch, capsys) -> None:
     seen = {}
     monkeypatch.setattr(cli, "run_demo", lambda **kw: seen.update(kw))
     assert cli.main(["demo", "--quick"]) == 0
     assert seen["multi_style"] is True and seen["multi_style_root"] is None
-    assert cli.main(["demo", "--quick", "--no-multi-style", "--multi-style-root", "/data/v2"]) == 0
-    assert seen["multi_style"] is False and seen["multi_style_root"] == "/data/v2"
+    assert cli.main(["demo", "--quick", "--multi-style-root", "/data/v2"]) == 0
+    assert seen["multi_style"] is True and seen["multi_style_root"] == "/data/v2"
+    assert cli.main(["demo", "--quick", "--no-multi-style"]) == 0
+    assert seen["multi_style"] is False
+    with pytest.raises(SystemExit):  # the two contradict each other
+        cli.main(["demo", "--no-multi-style", "--multi-style-root", "/data/v2"])
+    assert "not allowed with argument" in capsys.readouterr().err
