@@ -37,3 +37,17 @@ def test_gpu_check_toy_run_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
         s_per_step, images_per_s = (float(c) for c in row.split("|")[2:4])
         assert s_per_step > 0 and math.isclose(images_per_s, 18 / s_per_step, rel_tol=0.05, abs_tol=1)
     assert "estimated hours, one sketchy-s1-released run" in out and "needs CUDA" in out
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_emoji_resolution_prints_a_row_per_size(synth, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("bench_emoji_resolution")
+    bench.main(["--data-root", str(synth), "--sizes", "32", "48"])
+    out = capsys.readouterr().out.splitlines()
+    assert "emojisketch val: 6 sketch queries x 6 photos" in out[0]  # 2 val concepts, 3 of each
+    rows = [line.split() for line in out[2:]]
+    assert [r[0] for r in rows] == ["32", "48"]
+    for r in rows:
+        frozen, head = float(r[1]), float(r[2])
+        assert 0.0 < frozen <= 1.0 and 0.0 < head <= 1.0
+        assert r[3].startswith("(") and r[-1].endswith("s]")
