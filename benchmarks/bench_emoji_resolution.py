@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsn_lab.checkpoint import load_trained_model  # noqa: E402
 from dsn_lab.config import get_preset  # noqa: E402
-from dsn_lab.data import default_root, get_dataset  # noqa: E402
+from dsn_lab.data import get_dataset  # noqa: E402
 from dsn_lab.data.emojisketch import ensure_emojisketch  # noqa: E402
-from dsn_lab.embed import extract_features, state_dict_hash  # noqa: E402
+from dsn_lab.embed import extract_features, frozen_feature_cache  # noqa: E402
 from dsn_lab.metrics import evaluate_retrieval  # noqa: E402
 from dsn_lab.model import build_model  # noqa: E402
 from dsn_lab.probe import fit_probe  # noqa: E402
@@ -61,10 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = {k: get_dataset(dataset, root, split=k[0], domain=k[1], verbose=False) for k in parts}
     n_classes = len(ds[("train", "sketch")].classes)
     frozen = build_model(cfg, n_classes).eval()
-    cache = dict(
-        cache_dir=default_root(dataset).parent / "features",
-        model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
-    )
+    cache = frozen_feature_cache(dataset, cfg.backbone, frozen)
     trained = [(c, *load_trained_model(c, "cpu")[:2]) for c in args.checkpoint]
 
     header = f"{'size':>5} {'frozen':>8} {'head on frozen':>15} (step)" + "".join(

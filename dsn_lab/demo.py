@@ -50,9 +50,9 @@ from dsn_lab._atomic import atomic_write_text
 from dsn_lab.analysis import domain_gap, project
 from dsn_lab.checkpoint import load_trained_model
 from dsn_lab.config import DSNConfig, get_preset
-from dsn_lab.data import EMOJISKETCH_VERSIONS, default_root, get_dataset
+from dsn_lab.data import EMOJISKETCH_VERSIONS, get_dataset
 from dsn_lab.data.emojisketch import default_emojisketch_root, ensure_emojisketch, is_current
-from dsn_lab.embed import evaluate_checkpoint, extract_features, state_dict_hash
+from dsn_lab.embed import evaluate_checkpoint, extract_features, frozen_feature_cache
 from dsn_lab.metrics import evaluate_retrieval, rank_gallery
 from dsn_lab.model import build_model
 from dsn_lab.preflight import PreflightError, Problem, check_cid_mask, preflight
@@ -520,12 +520,7 @@ def _frozen_features(
     # the pooled feature depends on the ImageNet backbone only: cache it under the backbone's hash, so a
     # second run of the demo skips this step
     kw = dict(batch_size=64, device=device, image_size=cfg.image_size)
-    cache = dict(
-        output="features",
-        cache_dir=default_root(cfg.dataset).parent / "features",
-        model_key=f"frozen-{cfg.backbone}-{state_dict_hash(frozen.backbone)}",
-        progress=True,
-    )
+    cache = dict(output="features", progress=True, **frozen_feature_cache(cfg.dataset, cfg.backbone, frozen))
     _say(
         f"[demo] frozen ImageNet features of {sum(len(d) for d in ds.values()):,} images "
         "(computed once, then read from the cache)"

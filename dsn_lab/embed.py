@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from dsn_lab._atomic import atomic_path
 from dsn_lab.checkpoint import load_trained_model
-from dsn_lab.data import get_dataset
+from dsn_lab.data import default_root, get_dataset
 from dsn_lab.data.emojisketch import IMAGE_SIZE
 from dsn_lab.data.transforms import eval_transform
 from dsn_lab.inference import encode, image_loader, unwrap
@@ -41,6 +41,16 @@ CACHE_VERSION = 1
 # ---------------------------------------------------------------------------------------------------
 # hashing
 # ---------------------------------------------------------------------------------------------------
+def frozen_feature_cache(dataset: str, backbone_name: str, model: nn.Module) -> dict[str, Any]:
+    """``cache_dir`` and ``model_key`` for :func:`extract_features` of an untrained model's pooled ImageNet
+    features: the package's feature cache beside the dataset's default folder, keyed by the backbone's name
+    and weights (the head does not change the pooled feature). The demo and the benchmarks share entries."""
+    return {
+        "cache_dir": default_root(dataset).parent / "features",
+        "model_key": f"frozen-{backbone_name}-{state_dict_hash(model.backbone)}",
+    }
+
+
 def state_dict_hash(model: nn.Module) -> str:
     """SHA-256 of a module's state dict (names, dtypes, shapes and bytes), hex, 24 characters.
 

@@ -142,6 +142,22 @@ def test_state_dict_hash_tracks_weights_and_buffers() -> None:
     assert embed.state_dict_hash(a) != h
 
 
+def test_frozen_feature_cache_keys_the_backbone_not_the_head(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DSN_LAB_DATA", str(tmp_path / "data"))
+    from dsn_lab.data import default_root
+
+    cfg = get_preset("cpu-quick")
+    model = build_model(cfg, 5)
+    got = embed.frozen_feature_cache("emojisketch", cfg.backbone, model)
+    assert got["cache_dir"] == default_root("emojisketch").parent / "features"
+    assert got["model_key"] == f"frozen-{cfg.backbone}-{embed.state_dict_hash(model.backbone)}"
+    with torch.no_grad():
+        model.hashing.weight.add_(1.0)  # the head: the pooled feature, and so the key, stay
+        assert embed.frozen_feature_cache("emojisketch", cfg.backbone, model) == got
+        next(model.backbone.parameters()).add_(1.0)  # the backbone's weights: a new key
+    assert embed.frozen_feature_cache("emojisketch", cfg.backbone, model)["model_key"] != got["model_key"]
+
+
 def test_errors_are_clear(synth: Path) -> None:
     ds = _ds(synth)
     with pytest.raises(ValueError, match="image_size"):
