@@ -2,7 +2,7 @@
 
 EmojiSketch v2 has several sketches per concept (line art of ten sets + HED pseudo-sketches), so the sketch
 intra-class dispersion that DSN's category memory bank is meant to shrink is defined there. Every row starts
-from the ``emoji-demo`` recipe on v2 (EfficientNet-Lite0, 112 px, class-aligned batches, KD with the WordNet
+from the ``emoji-course`` recipe on v2 (EfficientNet-Lite0, 112 px, class-aligned batches, KD with the WordNet
 mask), with the SVD head (``head_init="imagenet"``, as measured), and changes one loss at a time:
 
 1. SAKE objective: CE + KD (``use_contrastive=False, use_memory=False``);
@@ -56,9 +56,9 @@ QUERY_SETS = {"v1 protocol": "zero", "multi-style": "zero_multi"}
 
 
 def base_config(epochs: int, steps: int) -> DSNConfig:
-    """The emoji-demo recipe on v2 with the SVD head, a fixed number of steps (no wall-time guard)."""
+    """The emoji-course recipe on v2 with the SVD head, a fixed number of steps (no wall-time guard)."""
     return get_preset(
-        "emoji-demo",
+        "emoji-course",
         dataset="emojisketch-v2",
         epochs=epochs,
         steps_per_epoch=steps,
@@ -160,7 +160,7 @@ def report(runs_dir: Path, epochs: int, steps: int) -> None:
     print(f"sketch dispersion before training (every row): {before.mean():.3f} (std {before.std():.3f})")
     out = {
         "command": "python benchmarks/ablation_emojisketch_v2.py",
-        "recipe": f"emoji-demo, emojisketch-v2, SVD head, {epochs} epochs x {steps} steps, CPU",
+        "recipe": f"emoji-course, emojisketch-v2, SVD head, {epochs} epochs x {steps} steps, CPU",
         "rows": rows,
         "gap by epoch": curves,
         "mean and std": {

@@ -1,13 +1,13 @@
 """Why the emoji-* presets differ from the released settings: held-out val mAP of each step of the recipe.
 
-Each variant trains DSN on EmojiSketch (CPU) from the ``emoji-demo`` preset for the same wall time and is
+Each variant trains DSN on EmojiSketch (CPU) from the ``emoji-course`` preset for the same wall time and is
 scored every 20 steps on the 90 held-out *training* concepts ("val" split) -- never on the unseen concepts,
 which the preset must not be tuned on. The rows add one change at a time:
 
 1. released settings: SupCon weight 0.1, BatchNorm trained, linear classifier on the code;
 2. + SupCon weight 1.0;
 3. + BatchNorm statistics frozen at ImageNet's (``freeze_bn``);
-4. + cosine classifier on the code (``classifier_scale=16``): the emoji-demo preset.
+4. + cosine classifier on the code (``classifier_scale=16``): the emoji-course preset.
 
 All rows keep class-aligned batches, channels_last and a cosine lr schedule stretched over 100 short
 "epochs", so the lr is nearly constant within the budget: the rows compare the recipe, not the schedule.
@@ -22,7 +22,7 @@ EfficientNet-Lite0 vs Lite2 (about 1.8x slower per step, so it takes fewer steps
     python benchmarks/bench_emoji_recipe.py --ladder head    # SVD head vs linear probe first (LP-FT)
 
 Every ladder starts from the SVD head (``head_init="imagenet"``) unless its row says otherwise; the demo
-itself uses the probe (measured at its own 160 steps: README, "The demo").
+and emoji-course use the probe (measured at emoji-course's 160 steps: README, "The demo").
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ RECIPE: list[tuple[str, dict]] = [
     ("released settings", {"w_contrastive": 0.1, "freeze_bn": False, "classifier_scale": None}),
     ("+ SupCon weight 1.0", {"w_contrastive": 1.0, "freeze_bn": False, "classifier_scale": None}),
     ("+ frozen BatchNorm", {"w_contrastive": 1.0, "freeze_bn": True, "classifier_scale": None}),
-    ("+ cosine classifier (emoji-demo)", {"w_contrastive": 1.0, "freeze_bn": True, "classifier_scale": 16.0}),
+    (
+        "+ cosine classifier (emoji-course)",
+        {"w_contrastive": 1.0, "freeze_bn": True, "classifier_scale": 16.0},
+    ),
 ]
 DATA: list[tuple[str, dict]] = [
     ("EmojiSketch v1, Lite0", {"dataset": "emojisketch", "backbone": "efficientnet_lite0"}),
@@ -52,7 +55,7 @@ DATA: list[tuple[str, dict]] = [
 ]
 HEAD: list[tuple[str, dict]] = [
     ("SVD head (released init)", {"head_init": "imagenet"}),
-    ("probe head, then fine-tuning (emoji-demo)", {"head_init": "probe"}),
+    ("probe head, then fine-tuning (emoji-course)", {"head_init": "probe"}),
 ]
 LADDERS = {"recipe": RECIPE, "data": DATA, "head": HEAD}
 
@@ -63,7 +66,7 @@ def run(name: str, changes: dict, seconds: float, data_root: str | None) -> dict
     from dsn_lab.train import train
 
     if data_root is None:
-        version = EMOJISKETCH_VERSIONS[changes.get("dataset", get_preset("emoji-demo").dataset)]
+        version = EMOJISKETCH_VERSIONS[changes.get("dataset", get_preset("emoji-course").dataset)]
         data_root = str(ensure_emojisketch(None, version=version))
     with tempfile.TemporaryDirectory() as tmp:
         settings = dict(
@@ -75,7 +78,7 @@ def run(name: str, changes: dict, seconds: float, data_root: str | None) -> dict
             # the ladders were measured from the SVD head; --ladder head compares it with the probe
             head_init="imagenet",
         )
-        cfg = get_preset("emoji-demo", **{**settings, **changes})
+        cfg = get_preset("emoji-course", **{**settings, **changes})
         t = time.perf_counter()
         res = train(cfg, data_root=data_root, device="cpu", verbose=False)
         wall = time.perf_counter() - t

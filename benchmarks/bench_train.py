@@ -5,7 +5,8 @@
     python benchmarks/bench_train.py --preset sketchy-s1-paper --steps 50 --set channels_last=true
 
 Prints one table row per preset: batches timed, median and mean s/batch (after the first, warm-up, batch),
-images per second (3 views of S sketches + P photos per batch), peak GPU memory when on a GPU.
+images per second (S sketches + P photos per batch, each with its ``augment_views`` augmented views), peak
+GPU memory when on a GPU.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def bench(preset: str, steps: int, overrides: dict, data_root: str | None, devic
         finally:
             T._Trainer._step_losses = real
     warm = times[1:] or times
-    images = 3 * (cfg.sketches_per_batch + cfg.photos_per_batch)
+    # the un-augmented images and their augmented views (the views only when SupCon is on)
+    views = 1 + (cfg.augment_views if cfg.use_contrastive else 0)
+    images = views * (cfg.sketches_per_batch + cfg.photos_per_batch)
     return {
         "preset": preset,
         "batches": len(warm),

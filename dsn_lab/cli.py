@@ -263,17 +263,20 @@ def format_run_environment(res: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------------
-DEMO_WALL = "about 6.5 minutes"  # `make demo` from a warm cache on the 2-core CPU (measured 391 s)
+DEMO_WALL = "about 8.5 minutes"  # `make demo` from a warm cache on the idle 2-core CPU (measured 516 s)
 QUICK_WALL = "about 65 s from a warm cache"  # `demo --quick` on the same machine (measured 65 s)
 
 
 def _add_demo(sub: Any) -> None:
+    demo_cfg = get_preset("emoji-demo")
     p = sub.add_parser(
         "demo",
         help="train DSN on the offline EmojiSketch benchmark on the CPU; before/after table and figures",
         description="Build EmojiSketch on first use (npm packages), train DSN from ImageNet EfficientNet-"
-        "Lite0 on the training concepts (CPU, a fixed 160 optimiser steps: the same numbers on any "
-        "machine), and print, for the unseen concepts, frozen ImageNet features vs a head trained on frozen "
+        f"Lite0 on the training concepts (CPU, a fixed {demo_cfg.epochs * demo_cfg.steps_per_epoch} "
+        f"optimiser steps, the backbone's stem and first {demo_cfg.frozen_stages - 1} stages frozen: the "
+        "same numbers on any machine), and print, for the unseen concepts, frozen ImageNet features vs a "
+        "head trained on frozen "
         f"features vs DSN ({DEMO_WALL} from a warm cache on a 2-core CPU), queried by one OpenMoji drawing "
         "per concept (v1's protocol) and by every line-art style of EmojiSketch v2 (on the default folders "
         "built once on first use, about 2 minutes). Writes its results and figures "

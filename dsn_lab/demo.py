@@ -136,8 +136,12 @@ def _table(rows: dict[str, dict[str, float]], title: str) -> str:
 
 
 #: The README's headline, checked by ``--check-claim`` (CI runs the full demo with it): DSN's unseen-class
-#: mAP@all is at least this multiple of the frozen ImageNet features' and above the head trained on them.
+#: mAP@all (v1's protocol) is at least CLAIM_MIN_MAP, at least CLAIM_MIN_RATIO times the frozen ImageNet
+#: features' and at least CLAIM_MIN_MARGIN above the head trained on them (the targets of the issue behind
+#: EmojiSketch v2).
 CLAIM_MIN_RATIO = 2.5
+CLAIM_MIN_MAP = 0.40
+CLAIM_MIN_MARGIN = 0.08
 
 
 class ClaimNotMetError(RuntimeError):
@@ -145,14 +149,24 @@ class ClaimNotMetError(RuntimeError):
 
 
 def check_headline(rows: dict[str, dict[str, float]], cut_short: bool) -> dict[str, Any]:
-    """The README's claim on a run's table: DSN >= CLAIM_MIN_RATIO x frozen, and above the head-only row."""
+    """The README's claim on a run's table (the v1 protocol's rows): DSN >= CLAIM_MIN_MAP, >=
+    CLAIM_MIN_RATIO x frozen, and >= CLAIM_MIN_MARGIN above the head-only row; a run cut short by the time
+    guard never holds."""
     frozen = rows["frozen ImageNet features"]["mAP@all"]
     head = rows["head trained on frozen features"]["mAP@all"]
     dsn = list(rows.values())[-1]["mAP@all"]  # DSN is the last row
     ratio = dsn / max(frozen, 1e-9)
-    holds = ratio >= CLAIM_MIN_RATIO and dsn > head and not cut_short
+    # rounded to 9 places: 0.394 - 0.314 is 0.08 in decimal, one ulp either way in binary
+    margin = round(dsn - head, 9)
+    holds = (
+        round(dsn, 9) >= CLAIM_MIN_MAP
+        and round(ratio, 9) >= CLAIM_MIN_RATIO
+        and margin >= CLAIM_MIN_MARGIN
+        and not cut_short
+    )
     text = (
-        f"README claim (DSN >= {CLAIM_MIN_RATIO}x frozen mAP@all and above the head on frozen features): "
+        f"README claim (DSN mAP@all >= {CLAIM_MIN_MAP:.2f}, >= {CLAIM_MIN_RATIO}x frozen and >= "
+        f"{CLAIM_MIN_MARGIN:.2f} above the head on frozen features): "
         f"{'holds' if holds else 'NOT MET'}: DSN {dsn:.3f} = {ratio:.2f}x frozen {frozen:.3f}; "
         f"head on frozen features {head:.3f} (DSN {dsn - head:+.3f})"
         + ("; training was cut short by the time guard, so the run does not count" if cut_short else "")
@@ -176,8 +190,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo and return its results (also written to ``<output_dir>/demo_results.json``).
 
-    ``quick``: the "emoji-quick" preset (CI: 12 optimiser steps, about 65 s); else "emoji-demo" (160
-    optimiser steps, about 6.5 minutes; both on a 2-core CPU from a warm cache). Both train a fixed number of
+    ``quick``: the "emoji-quick" preset (CI: 12 optimiser steps, about 65 s); else "emoji-demo" (400
+    optimiser steps with the backbone's early stages frozen, about 8.5 minutes; both on a 2-core CPU from a
+    warm cache). Both train a fixed number of
     steps, so the numbers do not depend on the machine's speed; ``max_seconds`` overrides the preset's
     guard (``max_train_seconds``), and a run it cuts short says so loudly. ``baseline``: also train the
     CE + KD baseline for the same steps (doubles the training time). Figures go to ``figures_dir``

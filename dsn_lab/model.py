@@ -375,6 +375,26 @@ def build_backbone(
     raise ValueError(f"Unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
 
 
+def backbone_stages(trunk: nn.Module) -> list[nn.Module]:
+    """The trunk's stem and stages, input side first: what ``frozen_stages`` counts.
+
+    CSE-ResNet50: ``layer0`` (the stem), ``layer1`` ... ``layer4``. EfficientNet-Lite: the stem
+    (``conv_stem``, ``bn1``) and the 7 stages of ``blocks``; the 1x1 head convolution after them is not a
+    stage and always trains. ResNet-18: the stem (``conv1``, ``bn1``) and ``layer1`` ... ``layer4``.
+    """
+    if isinstance(trunk, CSEResNet50):
+        return [trunk.layer0, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4]
+    body = getattr(trunk, "body", None)
+    if body is not None and hasattr(body, "blocks") and hasattr(body, "conv_stem"):
+        return [nn.ModuleList([body.conv_stem, body.bn1]), *body.blocks]
+    if isinstance(body, torchvision.models.ResNet):
+        return [nn.ModuleList([body.conv1, body.bn1]), body.layer1, body.layer2, body.layer3, body.layer4]
+    raise ValueError(
+        f"backbone_stages: no stage layout known for {type(trunk).__name__}; frozen_stages needs one of "
+        f"the built-in backbones ({', '.join(BACKBONES)}). Fix: set frozen_stages=0."
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # the DSN model
 # ---------------------------------------------------------------------------------------------------
@@ -430,6 +450,9 @@ class DSNModel(nn.Module):
     - ``classifier_scale=s`` makes the classifier a cosine classifier, ``s * cos(code, w_c)`` (no bias),
       so that CE shapes the same L2-normalised geometry that retrieval ranks; ``None`` is the released
       ``nn.Linear`` on the raw code.
+    - ``frozen_stages=k`` keeps the first ``k`` entries of :func:`backbone_stages` (the stem first) at their
+      weights: no gradient (so no backward pass through them) and BatchNorm in eval mode. On the CPU most
+      of a step's backward time is in the early, high-resolution stages.
 
     The measurements behind the CPU presets' choice are in ``config.py``.
     """
@@ -444,6 +467,7 @@ class DSNModel(nn.Module):
         freeze_bn: bool = False,
         classifier_scale: float | None = None,
         contrastive_dim: int | None = None,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         if classifier_scale is not None and not classifier_scale > 0:
@@ -470,20 +494,33 @@ class DSNModel(nn.Module):
         self.hashing_dim = hashing_dim
         self.num_classes = num_classes
         self.backbone_name = backbone_name
+        self.frozen_stages = frozen_stages
+        self._frozen: list[nn.Module] = []
+        if frozen_stages:
+            stages = backbone_stages(backbone)
+            if frozen_stages > len(stages):
+                raise ValueError(
+                    f"frozen_stages={frozen_stages}, but backbone {backbone_name!r} has {len(stages)} stages "
+                    f"(the stem counted): use 0 to {len(stages)}."
+                )
+            self._frozen = stages[:frozen_stages]
+            for stage in self._frozen:
+                stage.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return (
             f"backbone_name={self.backbone_name!r}, feature_dim={self.feature_dim}, "
             f"hashing_dim={self.hashing_dim}, num_classes={self.num_classes}, freeze_bn={self.freeze_bn}, "
-            f"classifier_scale={self.classifier_scale}"
+            f"classifier_scale={self.classifier_scale}, frozen_stages={self.frozen_stages}"
         )
 
     def train(self, mode: bool = True) -> DSNModel:
         super().train(mode)
-        if mode and self.freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        if mode:
+            for part in [self.backbone] if self.freeze_bn else self._frozen:
+                for m in part.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
         return self
 
     def forward(self, images: Tensor, domain: int | Tensor) -> DSNOutput:
@@ -508,6 +545,7 @@ def _make_dsn(
     freeze_bn: bool = False,
     classifier_scale: float | None = None,
     contrastive_dim: int | None = None,
+    frozen_stages: int = 0,
 ) -> DSNModel:
     if num_classes < 1 or hashing_dim < 1:
         raise ValueError(f"num_classes ({num_classes}) and hashing_dim ({hashing_dim}) must be >= 1.")
@@ -521,6 +559,7 @@ def _make_dsn(
         freeze_bn,
         classifier_scale,
         contrastive_dim,
+        frozen_stages,
     )
     if fc_w is not None:
         svd_head_init(model.hashing, model.kd_head, fc_w, fc_b, released_bias=faithful)
@@ -560,6 +599,7 @@ def build_model(cfg: DSNConfig, num_classes: int) -> DSNModel:
         bool(getattr(cfg, "freeze_bn", False)),
         getattr(cfg, "classifier_scale", None),
         getattr(cfg, "contrastive_dim", None),
+        int(getattr(cfg, "frozen_stages", 0)),
     )
 
 
@@ -645,6 +685,7 @@ __all__ = [
     "DSNOutput",
     "FiLMBackbone",
     "ImageNetTeacher",
+    "backbone_stages",
     "build_backbone",
     "build_model",
     "build_teacher",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -503,6 +504,8 @@ def plot_gap_bars(
     import seaborn as sns
 
     long = _bars_frame(table)
+    # long method names ("DSN, multi-style queries") would run into their neighbours under a 4-inch panel
+    long["method"] = long["method"].map(lambda name: textwrap.fill(str(name), 12, break_on_hyphens=False))
     available = list(dict.fromkeys(long["measure"]))
     if measures is None:
         # a measure that is undefined everywhere (sketch dispersion with one sketch per class) gets no panel

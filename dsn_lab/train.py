@@ -352,7 +352,9 @@ class _Trainer:
         self.total_opt = math.ceil(steps / accum) * cfg.epochs
         self.t0 = time.perf_counter()
         _say(
-            f"training {cfg.backbone} on {cfg.dataset}: {self.num_classes} classes, {cfg.epochs} epochs x "
+            f"training {cfg.backbone}"
+            f"{f' (its first {cfg.frozen_stages} stages frozen)' if cfg.frozen_stages else ''}"
+            f" on {cfg.dataset}: {self.num_classes} classes, {cfg.epochs} epochs x "
             f"{steps} batches ({cfg.sketches_per_batch} sketches + {cfg.photos_per_batch} photos"
             f"{f', accumulated x{accum}' if accum > 1 else ''}), device {self.device}"
             f"{f' x{self.d.world} ranks' if self.d.enabled else ''}, AMP "

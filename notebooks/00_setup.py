@@ -195,7 +195,7 @@ print("a figure goes to", fig_path("example"))
 # Every run is described by one `DSNConfig` (`dsn_lab/config.py`); named presets hold the paper's
 # settings (Sketchy split 1, TU-Berlin; 64-d and 512-d codes) and the offline CPU settings on
 # **EmojiSketch**, the small benchmark that the course uses when no GPU and no dataset are available
-# (`emoji-demo`, `emoji-quick`: 256-d codes, class-aligned batches of 16 sketches + 32 photos).
+# (`emoji-course`, `emoji-demo`, `emoji-quick`: 256-d codes, class-aligned batches of 16 sketches + 32 photos).
 
 # %%
 import pandas as pd

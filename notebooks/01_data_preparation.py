@@ -225,7 +225,7 @@ picker = W.interact(
 # time ($1 - (511/512)^{32} \approx 0.06$), so SupCon and the memory bank would see almost no sketch–photo
 # positive. The course's `emoji-*` presets therefore train with
 # `batch_sampler="class_aligned"`: every step takes S distinct concepts and, for each, one sketch and
-# P/S photos of the same concept. The cell below builds the loader from the `emoji-demo` preset (only
+# P/S photos of the same concept. The cell below builds the loader from the `emoji-course` preset (only
 # the batch is made smaller), so with 4 + 4 row *i*'s sketch and photo are the same concept.
 
 # %%
@@ -233,7 +233,7 @@ from dsn_lab.config import get_preset
 from dsn_lab.data.batching import paired_loader_from_config
 from dsn_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-course_cfg = get_preset("emoji-demo")  # the sampler the course trains with
+course_cfg = get_preset("emoji-course")  # the sampler the course trains with
 loader = paired_loader_from_config(
     course_cfg,
     datasets["train", "sketch"],

@@ -477,7 +477,7 @@ print(inspect.getsource(SketchMemory.loss))
 #
 # The memory loss acts on the spread of a class's sketches, which needs several sketches per class:
 # EmojiSketch v2 has them. The ladder SAKE objective → + SupCon → + memory bank (fixed and faithful), each
-# row three seeds of the `emoji-demo` recipe (100 steps), unseen mAP@all and, over training, the sketch
+# row three seeds of the `emoji-course` recipe (100 steps), unseen mAP@all and, over training, the sketch
 # dispersion the memory bank is meant to shrink. Here it does not help: the numbers say so.
 
 # %%

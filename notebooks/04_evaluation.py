@@ -25,7 +25,7 @@
 
 # %% tags=["parameters"]
 QUICK = True
-PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or "sketchy-s1-paper" on a GPU)
+PRESET = "emoji-quick" if QUICK else "emoji-course"  # full: "emoji-course" (or "sketchy-s1-paper" on a GPU)
 VARIANT = "tiny" if QUICK else "full"  # EmojiSketch variant
 # the training settings of notebook 03, so that its run (in RUNS_DIR, on Drive with USE_DRIVE) is reused
 OVERRIDES = (
@@ -314,8 +314,8 @@ plots.plot_retrieval_grid(
 # ### This run beside the full run
 #
 # The numbers above are those of this notebook's run (noise with QUICK). The full run (`QUICK = False`:
-# notebook 03's `emoji-demo` run, the full EmojiSketch) was evaluated once with
-# `python scripts/course_full_runs.py`; its numbers are committed in `results/evaluation_emoji-demo.json`
+# notebook 03's `emoji-course` run, the full EmojiSketch) was evaluated once with
+# `python scripts/course_full_runs.py`; its numbers are committed in `results/evaluation_emoji-course.json`
 # and its figures in `figures/`. This run's are saved the same way (`-quick` for QUICK).
 
 # %%
@@ -348,7 +348,7 @@ keys = [
     "mAP@all, ITQ",
     "hardest classes",
 ]
-display(beside_full_run(summary, WS.full_run_result("evaluation_emoji-demo"), keys, quick=QUICK))
+display(beside_full_run(summary, WS.full_run_result("evaluation_emoji-course"), keys, quick=QUICK))
 WS.show_full_run("per_class_ap", "retrieval_examples")
 
 # %% [markdown]

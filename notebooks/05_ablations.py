@@ -26,7 +26,7 @@
 #
 # **What you should see**: a results table (mean ± std over seeds when there are several) and a bar
 # chart, saved to `figures/`. With `QUICK = True` every run is a few steps long: the pipeline runs end to
-# end in CI, but the numbers are noise. The full settings (`QUICK = False`: the `emoji-demo` preset,
+# end in CI, but the numbers are noise. The full settings (`QUICK = False`: the `emoji-course` preset,
 # three seeds; ≈ 6 minutes per run on a 2-core CPU, far less on a GPU) give the comparison.
 #
 # **Runs reused**: the "full DSN" row at seed 1 is notebook 03's run, and the "SAKE baseline" row is the
@@ -36,7 +36,7 @@
 
 # %% tags=["parameters"]
 QUICK = True
-PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo" (or a paper preset on a GPU)
+PRESET = "emoji-quick" if QUICK else "emoji-course"  # full: "emoji-course" (or a paper preset on a GPU)
 VARIANT = "tiny" if QUICK else "full"
 # notebook 03's training settings: its run is the "full DSN" row at seed 1
 OVERRIDES = (
@@ -144,10 +144,10 @@ plots.plot_ablations(
 # %% [markdown]
 # ### This run beside the full run
 #
-# The full run (`QUICK = False`: the `emoji-demo` preset on the full EmojiSketch, every row with seeds 1,
+# The full run (`QUICK = False`: the `emoji-course` preset on the full EmojiSketch, every row with seeds 1,
 # 2 and 3: 18 runs, of which notebooks 03 and 06 train two) is made with `make course-results`
 # (`python scripts/course_full_runs.py`; about 8 minutes per run on a 2-core CPU); its table goes to
-# `results/ablations_emoji-demo.json` and its chart to `figures/ablations.png`, committed in the
+# `results/ablations_emoji-course.json` and its chart to `figures/ablations.png`, committed in the
 # repository once made (the cell below says when a clone does not have them yet). Each cell is the mean ±
 # standard deviation over seeds of mAP@all on the unseen classes.
 
@@ -170,7 +170,7 @@ summary = {
     "runs": runs.drop(columns="checkpoint").to_dict("records"),
 }
 print("saved", WS.save_result(f"ablations_{PRESET}", summary))
-full = WS.full_run_result("ablations_emoji-demo")
+full = WS.full_run_result("ablations_emoji-course")
 display(beside_full_run(summary["mAP@all"], full and full["mAP@all"], list(ABLATIONS), quick=QUICK))
 WS.show_full_run("ablations")
 

@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 QUICK = True
-PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo"
+PRESET = "emoji-quick" if QUICK else "emoji-course"  # full: "emoji-course"
 VARIANT = "tiny" if QUICK else "full"
 # notebook 03's training settings: its run is the DSN run here, notebook 05's baseline the baseline
 OVERRIDES = (
@@ -284,7 +284,7 @@ else:
 #
 # The full run (`QUICK = False`: notebook 03's DSN run and notebook 05's baseline on the full EmojiSketch,
 # 500 images per domain in the recorder) was made once with `python scripts/course_full_runs.py`; its
-# measures are committed in `results/domain_gap_emoji-demo.json` and its figures in `figures/`.
+# measures are committed in `results/domain_gap_emoji-course.json` and its figures in `figures/`.
 
 # %%
 from dsn_lab.course import beside_full_run
@@ -298,7 +298,7 @@ summary = {
 }
 print("saved", WS.save_result(f"domain_gap_{PRESET}", summary))
 keys = [k for k in summary if k.endswith((", untrained", ", DSN")) or "baseline" in k]
-display(beside_full_run(summary, WS.full_run_result("domain_gap_emoji-demo"), keys, quick=QUICK))
+display(beside_full_run(summary, WS.full_run_result("domain_gap_emoji-course"), keys, quick=QUICK))
 WS.show_full_run("domain_gap_bars", "domain_gap_over_epochs", "domain_gap_tsne_over_epochs")
 
 # %% [markdown]

@@ -16,7 +16,7 @@
 
 # %% tags=["parameters"]
 QUICK = True
-PRESET = "emoji-quick" if QUICK else "emoji-demo"  # full: "emoji-demo"
+PRESET = "emoji-quick" if QUICK else "emoji-course"  # full: "emoji-course"
 VARIANT = "tiny" if QUICK else "full"
 # the training settings of notebook 03, so that its run (in RUNS_DIR, on Drive with USE_DRIVE) is reused
 OVERRIDES = (

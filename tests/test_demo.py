@@ -27,11 +27,13 @@ def _rows(frozen: float, head: float, dsn: float, baseline: float | None = None)
 @pytest.mark.parametrize(
     ("frozen", "head", "dsn", "cut", "holds"),
     [
-        (0.118, 0.314, 0.334, False, True),  # the README's run (2.82x unrounded), +0.020 over the head
-        (0.118, 0.314, 0.290, False, False),  # 2.46x: below the ratio
-        (0.100, 0.340, 0.330, False, False),  # 3.3x, but the head on frozen features is better
-        (0.100, 0.200, 0.250, False, True),  # exactly 2.5x counts
-        (0.118, 0.314, 0.334, True, False),  # a run cut short by the time guard does not count
+        (0.118, 0.314, 0.426, False, True),  # 3.6x, 0.40 reached, +0.112 over the head
+        (0.118, 0.314, 0.334, False, False),  # an earlier release's demo: 2.82x, but +0.020 and below 0.40
+        (0.170, 0.314, 0.410, False, False),  # 0.40 and +0.096, but only 2.41x
+        (0.100, 0.340, 0.410, False, False),  # 0.40 and 4.1x, but only +0.070 over the head
+        (0.100, 0.200, 0.390, False, False),  # 3.9x and +0.19, but below 0.40
+        (0.160, 0.320, 0.400, False, True),  # exactly 0.40, exactly 2.5x and exactly +0.08 count
+        (0.118, 0.314, 0.426, True, False),  # a run cut short by the time guard does not count
     ],
 )
 def test_headline_needs_the_ratio_the_head_and_a_complete_run(frozen, head, dsn, cut, holds):
@@ -44,8 +46,8 @@ def test_headline_needs_the_ratio_the_head_and_a_complete_run(frozen, head, dsn,
 
 
 def test_headline_reads_dsn_from_the_last_row_not_the_baseline():
-    claim = demo.check_headline(_rows(0.1, 0.2, 0.26, baseline=0.5), cut_short=False)
-    assert claim["dsn"] == 0.26 and claim["holds"]
+    claim = demo.check_headline(_rows(0.1, 0.2, 0.41, baseline=0.5), cut_short=False)
+    assert claim["dsn"] == 0.41 and claim["holds"]
 
 
 def test_cli_exits_3_with_the_numbers_when_the_claim_fails(monkeypatch, capsys):

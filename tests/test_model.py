@@ -18,6 +18,7 @@ from dsn_lab.model import (
     DSNModel,
     DSNOutput,
     ImageNetTeacher,
+    backbone_stages,
     build_backbone,
     build_model,
     build_teacher,
@@ -301,6 +302,67 @@ def test_freeze_bn_keeps_running_statistics(freeze):
     # eval() then train() again: frozen BN stays frozen
     model.eval().train()
     assert all(m.training != freeze for m in bns)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "stages"), [("resnet18", 5), ("efficientnet_lite0", 8), ("cse_resnet50", 5)]
+)
+def test_backbone_stages_cover_the_trunk_in_order(backbone, stages):
+    trunk, _, _ = build_backbone(backbone, pretrained=False)
+    found = backbone_stages(trunk)
+    assert len(found) == stages
+    in_stages = {id(p) for stage in found for p in stage.parameters()}
+    rest = [n for n, p in trunk.named_parameters() if id(p) not in in_stages]
+    # what is left after the stages: the head convolution (Lite), the FiLM layer; nothing before the stem
+    assert all(n.startswith(("film.", "body.conv_head.", "body.bn2.")) for n in rest), rest
+    first = next(found[0].parameters())
+    assert first.shape[1] == 3  # the stem's convolution reads the RGB image
+
+
+@pytest.mark.parametrize("frozen", [0, 1, 3])
+def test_frozen_stages_get_no_gradient_and_keep_statistics(frozen):
+    torch.manual_seed(0)
+    model = build_model(get_preset("cpu-quick", frozen_stages=frozen), num_classes=3).train()
+    stages = backbone_stages(model.backbone)
+    weights_before = [p.detach().clone() for p in model.backbone.parameters()]
+    stats_before = _bn_stats(model)
+    out = model(_images(4, 32) * 3 + 1, torch.tensor([0, 1, 0, 1]))
+    out.logits.sum().backward()
+    for i, stage in enumerate(stages):
+        params = list(stage.parameters())
+        bns = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+        if i < frozen:
+            assert all(not p.requires_grad and p.grad is None for p in params)
+            assert bns and all(not m.training for m in bns)
+        else:
+            assert all(p.requires_grad and p.grad is not None for p in params)
+            assert all(m.training for m in bns)
+    # the frozen stages' running statistics did not move; the others' did (freeze_bn is off)
+    frozen_bns = {id(m) for stage in stages[:frozen] for m in stage.modules()}
+    all_bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m, mean_before in zip(all_bns, stats_before[::2], strict=True):
+        assert torch.equal(m.running_mean, mean_before) == (id(m) in frozen_bns)
+    # one optimiser step over the training loop's parameter groups moves exactly the unfrozen weights
+    from dsn_lab.step import make_optimizer
+
+    make_optimizer(model, get_preset("cpu-quick", optimizer="sgd", lr=0.1)).step()
+    frozen_ids = {id(p) for stage in stages[:frozen] for p in stage.parameters()}
+    for p, before in zip(model.backbone.parameters(), weights_before, strict=True):
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            assert torch.equal(p, before) == (id(p) in frozen_ids)
+        elif id(p) in frozen_ids:
+            assert torch.equal(p, before)
+    model.eval().train()  # frozen BatchNorm stays in eval mode
+    assert all(
+        not m.training for stage in stages[:frozen] for m in stage.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+
+
+def test_frozen_stages_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"has 5 stages .*use 0 to 5"):
+        build_model(get_preset("cpu-quick", frozen_stages=6), 3)
+    with pytest.raises(ValueError, match="frozen_stages must be >= 0"):
+        get_preset("cpu-quick", frozen_stages=-1)
 
 
 def test_cosine_classifier_is_scaled_cosine():

@@ -144,6 +144,12 @@ def _config_comment(pattern: str) -> tuple[float, ...]:
     return tuple(float(g) for g in m.groups())
 
 
+def _steps(preset: str) -> int:
+    """Optimiser steps of a preset with a fixed step count."""
+    cfg = get_preset(preset)
+    return cfg.epochs * cfg.steps_per_epoch
+
+
 def _sci(x: float) -> str:
     """A learning rate as the notebooks write it: 1e-4."""
     return f"{x:.0e}".replace("e-0", "e-")
@@ -162,7 +168,8 @@ FACTS: list[Fact] = [
     Fact("00_setup", r"Sketchy split 1, TU-Berlin; (\d+)-d and (\d+)-d codes", _paper_dims),
     Fact(
         "00_setup",
-        r"`emoji-demo`, `emoji-quick`: (\d+)-d codes, ([\w-]+) batches of (\d+) sketches \+ (\d+) photos",
+        r"`emoji-course`, `emoji-demo`, `emoji-quick`: (\d+)-d codes, ([\w-]+) batches of (\d+) sketches "
+        r"\+ (\d+) photos",
         lambda: (
             _emoji("hashing_dim"),
             _emoji("batch_sampler").replace("_", "-"),
@@ -386,7 +393,9 @@ FACTS: list[Fact] = [
         lambda: (
             str(_ablations()["full DSN, faithful memory"]["memory_grad"]),
             str(_ablations()["full DSN, faithful memory"]["memory_row_overwrite"]),
-            get_preset("emoji-demo").replace(**_ablations()["full DSN, faithful memory"]).quirk("head_bias"),
+            get_preset("emoji-course")
+            .replace(**_ablations()["full DSN, faithful memory"])
+            .quirk("head_bias"),
         ),
     ),
     # 03: the CPU recipe against the paper's settings, and its measured ladder
@@ -419,7 +428,7 @@ FACTS: list[Fact] = [
             _sci(_paper("lr")),
             _paper("lr_decay") if _paper("lr_schedule") == "exp" else "not exp",
             _sci(_emoji("lr")) if _emoji("optimizer") == "adamw" else "not adamw",
-            _emoji("backbone_lr_mult"),
+            get_preset("emoji-course").backbone_lr_mult,  # emoji-demo's own: the "trained stages" row
             _emoji("lr_schedule"),
         ),
     ),
@@ -454,12 +463,29 @@ FACTS: list[Fact] = [
     ),
     Fact(
         "03_training",
-        r"`emoji-demo`: a linear probe .*?`head_init=\"(\w+)\"`.*?`emoji-quick` keeps the SVD head "
+        r"`emoji-course`: a linear probe .*?`head_init=\"(\w+)\"`.*?`emoji-quick` keeps the SVD head "
         r"\(`head_init=\"(\w+)\"`\).*? \| best val mAP@all ([\d.]+) → \*\*([\d.]+)\*\* \|",
         lambda: (
-            get_preset("emoji-demo").head_init,
+            get_preset("emoji-course").head_init,
             get_preset("emoji-quick").head_init,
             *_config_comment(r"best val mAP@all ([\d.]+) from the SVD head, ([\d.]+) from the probe"),
+        ),
+    ),
+    Fact(
+        "03_training",
+        r"\| trained stages, views \| .*? `emoji-demo` \(`make demo`\): the stem and the first (\d+) "
+        r"stages keep their ImageNet weights \(`frozen_stages=(\d+)`\), one extra view, backbone lr × "
+        r"([\d.]+), (\d+) steps "
+        r"\| .*? \| best val mAP@all ([\d.]+) \((\d+) steps\) → \*\*([\d.]+)\*\* \((\d+) steps\) \|",
+        lambda: (
+            get_preset("emoji-demo").frozen_stages - 1,  # the stem is the first
+            get_preset("emoji-demo").frozen_stages,
+            get_preset("emoji-demo").backbone_lr_mult,
+            _steps("emoji-demo"),
+            _config_comment(r"([\d.]+) from the probe")[0],
+            _steps("emoji-course"),
+            _config_comment(r"this preset's \d+ steps reach best val mAP@all ([\d.]+)")[0],
+            _steps("emoji-demo"),
         ),
     ),
 ]
@@ -540,7 +566,7 @@ def test_faithful_ablation_changes_only_the_memory_quirks() -> None:
     """Notebook 05's faithful row, on top of the presets it runs on, changes exactly the two memory quirks
     (the text says so, and that head_bias keeps its value); on a *-released preset the rows coincide."""
     row = _ablations()["full DSN, faithful memory"]
-    for name in ("emoji-demo", "emoji-quick", "sketchy-s1-paper"):
+    for name in ("emoji-course", "emoji-quick", "sketchy-s1-paper"):
         base = get_preset(name)
         full, faithful = base.quirks(), base.replace(**row).quirks()
         changed = {k for k in full if full[k] != faithful[k]}

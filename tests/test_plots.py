@@ -178,6 +178,10 @@ def test_gap_bars(tmp_path):
     )
     with pytest.raises(KeyError, match="stage"):
         plots.plot_gap_bars([{"method": "DSN", "mmd": 0.1}])
+    # the demo's long group names are wrapped, so that neighbouring labels do not run into each other
+    named = {"DSN, multi-style queries": table["DSN"], "CE + KD baseline": table["baseline"]}
+    labels = [t.get_text() for t in plots.plot_gap_bars(named).axes[0].get_xticklabels()]
+    assert labels == ["DSN,\nmulti-style\nqueries", "CE + KD\nbaseline"]
 
 
 def named_lines(ax) -> set[str]:

@@ -346,6 +346,7 @@ def test_guard_only_time_cap_leaves_the_schedule_to_the_steps() -> None:
         assert lr_factor(guard, 0, 10, 100, elapsed=elapsed) == pytest.approx(
             0.5 * (1 + math.cos(math.pi * 0.1))
         )
-    demo = get_preset("emoji-demo")  # the demo: a fixed step count, the cap only a guard
-    assert demo.steps_per_epoch * demo.epochs == 160 and not demo.lr_follows_time
-    assert demo.max_train_seconds >= 1800
+    for name, steps in (("emoji-demo", 400), ("emoji-course", 160)):  # a fixed step count, the cap a guard
+        cfg = get_preset(name)
+        assert cfg.steps_per_epoch * cfg.epochs == steps and not cfg.lr_follows_time
+        assert cfg.max_train_seconds >= 1800
