@@ -410,8 +410,8 @@ PRESETS: dict[str, DSNConfig] = {
     # two, so a step takes 0.9 s instead of 2.3 s (benchmarks/bench_train.py); the stages that train take a
     # larger lr (backbone_lr_mult 0.3; 0.5 and 1.0 collapsed in the first epoch). Measured on the 90
     # held-out training concepts: emoji-course's 160 steps reach best val mAP@all 0.427 (above); this
-    # preset's 400 steps reach best val mAP@all 0.531 (seed 1; seed 2: 0.528), the same 400 steps at
-    # backbone_lr_mult 0.1 reach 0.492.
+    # preset's 400 steps reach best val mAP@all 0.531 (seed 1, one torch thread; seed 2: 0.528; `make
+    # demo`, two threads, whose float sums differ: 0.523), the same 400 steps at backbone_lr_mult 0.1 0.492.
     "emoji-demo": _emoji(
         head_init="probe",
         frozen_stages=4,

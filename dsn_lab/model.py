@@ -495,17 +495,15 @@ class DSNModel(nn.Module):
         self.num_classes = num_classes
         self.backbone_name = backbone_name
         self.frozen_stages = frozen_stages
-        self._frozen: list[nn.Module] = []
-        if frozen_stages:
-            stages = backbone_stages(backbone)
-            if frozen_stages > len(stages):
-                raise ValueError(
-                    f"frozen_stages={frozen_stages}, but backbone {backbone_name!r} has {len(stages)} stages "
-                    f"(the stem counted): use 0 to {len(stages)}."
-                )
-            self._frozen = stages[:frozen_stages]
-            for stage in self._frozen:
-                stage.requires_grad_(False)
+        stages = backbone_stages(backbone) if frozen_stages else []
+        if frozen_stages > len(stages):
+            raise ValueError(
+                f"frozen_stages={frozen_stages}, but backbone {backbone_name!r} has {len(stages)} stages "
+                f"(the stem counted): use 0 to {len(stages)}."
+            )
+        self._frozen: list[nn.Module] = stages[:frozen_stages]  # not registered: they live in the backbone
+        for stage in self._frozen:
+            stage.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return (

@@ -505,7 +505,9 @@ def plot_gap_bars(
 
     long = _bars_frame(table)
     # long method names ("DSN, multi-style queries") would run into their neighbours under a 4-inch panel
-    long["method"] = long["method"].map(lambda name: textwrap.fill(str(name), 12, break_on_hyphens=False))
+    long["method"] = long["method"].map(
+        lambda name: textwrap.fill(str(name), 12, break_on_hyphens=False, break_long_words=False)
+    )
     available = list(dict.fromkeys(long["measure"]))
     if measures is None:
         # a measure that is undefined everywhere (sketch dispersion with one sketch per class) gets no panel

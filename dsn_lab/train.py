@@ -353,7 +353,7 @@ class _Trainer:
         self.t0 = time.perf_counter()
         _say(
             f"training {cfg.backbone}"
-            f"{f' (its first {cfg.frozen_stages} stages frozen)' if cfg.frozen_stages else ''}"
+            f"{f' (first {cfg.frozen_stages} stages frozen, stem counted)' if cfg.frozen_stages else ''}"
             f" on {cfg.dataset}: {self.num_classes} classes, {cfg.epochs} epochs x "
             f"{steps} batches ({cfg.sketches_per_batch} sketches + {cfg.photos_per_batch} photos"
             f"{f', accumulated x{accum}' if accum > 1 else ''}), device {self.device}"

@@ -249,7 +249,9 @@ for name in (
 # `make demo` (or `python -m dsn_lab demo`) trains DSN on EmojiSketch in about 10 minutes on a 2-core CPU;
 # `make figures` is the same run with the CE + KD baseline beside it, and its figures are committed in
 # `figures/`. Its training curves and six unseen sketches with their top-8 photos (framed green when the
-# concept is right): notebooks 03 and 07 open both.
+# concept is right). Notebook 03 trains the course's version of this run (`emoji-course`: every backbone
+# stage trains, as in the paper, where the demo freezes the early ones to fit more steps) and draws its
+# curves; notebook 07 explores its retrieval.
 
 # %%
 WS.show_full_run("demo_training_curves", "demo_retrieval_grid", command="make figures", made_here=False)

@@ -345,7 +345,10 @@ def test_frozen_stages_get_no_gradient_and_keep_statistics(frozen):
     # one optimiser step over the training loop's parameter groups moves exactly the unfrozen weights
     from dsn_lab.step import make_optimizer
 
-    make_optimizer(model, get_preset("cpu-quick", optimizer="sgd", lr=0.1)).step()
+    optimizer = make_optimizer(model, get_preset("cpu-quick", optimizer="sgd", lr=0.1))
+    in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not in_groups & {id(p) for stage in stages[:frozen] for p in stage.parameters()}
+    optimizer.step()
     frozen_ids = {id(p) for stage in stages[:frozen] for p in stage.parameters()}
     for p, before in zip(model.backbone.parameters(), weights_before, strict=True):
         if p.grad is not None and p.grad.abs().sum() > 0:
@@ -356,6 +359,16 @@ def test_frozen_stages_get_no_gradient_and_keep_statistics(frozen):
     assert all(
         not m.training for stage in stages[:frozen] for m in stage.modules() if isinstance(m, nn.BatchNorm2d)
     )
+
+
+def test_the_demo_preset_freezes_lite0s_stem_and_first_three_stages():
+    cfg = get_preset("emoji-demo", pretrained=False)
+    body = build_model(cfg, num_classes=3).backbone.body
+    frozen = [body.conv_stem, body.bn1, *body.blocks[: cfg.frozen_stages - 1]]
+    assert cfg.frozen_stages == 4 and len(body.blocks) == 7
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+    trained = [*body.blocks[cfg.frozen_stages - 1 :], body.conv_head, body.bn2]
+    assert all(p.requires_grad for m in trained for p in m.parameters())
 
 
 def test_frozen_stages_out_of_range_is_a_clear_error():

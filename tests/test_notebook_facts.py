@@ -423,12 +423,14 @@ FACTS: list[Fact] = [
     Fact(
         "03_training",
         r"\| optimiser \| Adam, lr ([\de-]+) for everything, lr × ([\d.]+)\^\(epoch/epochs\) \| AdamW, "
-        r"head lr ([\de-]+), backbone lr × ([\d.]+), (\w+) over the run's steps",
+        r"head lr ([\de-]+), backbone lr × ([\d.]+) \(`emoji-demo`: × ([\d.]+), last row\), (\w+) over the "
+        r"run's steps",
         lambda: (
             _sci(_paper("lr")),
             _paper("lr_decay") if _paper("lr_schedule") == "exp" else "not exp",
             _sci(_emoji("lr")) if _emoji("optimizer") == "adamw" else "not adamw",
-            get_preset("emoji-course").backbone_lr_mult,  # emoji-demo's own: the "trained stages" row
+            get_preset("emoji-course").backbone_lr_mult,
+            get_preset("emoji-demo").backbone_lr_mult,
             _emoji("lr_schedule"),
         ),
     ),
