@@ -267,15 +267,6 @@ DEMO_WALL = "about 8.5 minutes"  # `make demo` from a warm cache on the idle 2-c
 QUICK_WALL = "about 65 s from a warm cache"  # `demo --quick` on the same machine (measured 65 s)
 
 
-def _frozen_text(frozen_stages: int) -> str:
-    """How the demo's help names its frozen stages (the stem counts as the first)."""
-    if frozen_stages <= 0:
-        return ""
-    if frozen_stages == 1:
-        return ", the backbone's stem frozen"
-    return f", the backbone's stem and first {frozen_stages - 1} stages frozen"
-
-
 def _add_demo(sub: Any) -> None:
     demo_cfg = get_preset("emoji-demo")
     p = sub.add_parser(
@@ -283,7 +274,7 @@ def _add_demo(sub: Any) -> None:
         help="train DSN on the offline EmojiSketch benchmark on the CPU; before/after table and figures",
         description="Build EmojiSketch on first use (npm packages), train DSN from ImageNet EfficientNet-"
         f"Lite0 on the training concepts (CPU, a fixed {demo_cfg.epochs * demo_cfg.steps_per_epoch} "
-        f"optimiser steps{_frozen_text(demo_cfg.frozen_stages)}: the "
+        f"optimiser steps, the backbone's first {demo_cfg.frozen_stages} stages frozen, stem counted: the "
         "same numbers on any machine), and print, for the unseen concepts, frozen ImageNet features vs a "
         "head trained on frozen "
         f"features vs DSN ({DEMO_WALL} from a warm cache on a 2-core CPU), queried by one OpenMoji drawing "

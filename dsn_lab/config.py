@@ -376,6 +376,11 @@ def _paper(dataset: str, hashing_dim: int) -> DSNConfig:
     )
 
 
+# emoji-course and emoji-demo: 5 epochs of a fixed step count (the time cap only a guard), the probe head
+_FIXED_STEPS_PROBE: dict[str, Any] = dict(
+    head_init="probe", epochs=5, max_train_seconds=1800.0, lr_follows_time=False
+)
+
 PRESETS: dict[str, DSNConfig] = {
     # the released scripts and their fixed twins, 64-d and 512-d: named after their run folders
     **{
@@ -396,14 +401,7 @@ PRESETS: dict[str, DSNConfig] = {
     # emoji-course: every backbone stage trains, two extra views, 5 epochs of 32 steps (about 7.5 min of
     # training). The course notebooks' full runs (results/*_emoji-course.json) and the v2 ablation; it was
     # the demo's recipe until the demo moved to emoji-demo below.
-    "emoji-course": _emoji(
-        head_init="probe",
-        epochs=5,
-        steps_per_epoch=32,
-        max_train_seconds=1800.0,
-        lr_follows_time=False,
-        output_dir="runs/emoji-course",
-    ),
+    "emoji-course": _emoji(**_FIXED_STEPS_PROBE, steps_per_epoch=32, output_dir="runs/emoji-course"),
     # emoji-demo (make demo): the same objective in cheaper steps, so that 2.5x as many fit the same time
     # (README "The demo's recipe"). The stem and the first 3 stages of Lite0 keep their ImageNet weights
     # (frozen_stages=4: no backward pass through the high-resolution stages) and one extra view instead of
@@ -413,14 +411,11 @@ PRESETS: dict[str, DSNConfig] = {
     # preset's 400 steps reach best val mAP@all 0.531 (seed 1, one torch thread; seed 2: 0.528; `make
     # demo`, two threads, whose float sums differ: 0.523), the same 400 steps at backbone_lr_mult 0.1 0.492.
     "emoji-demo": _emoji(
-        head_init="probe",
+        **_FIXED_STEPS_PROBE,
         frozen_stages=4,
         augment_views=1,
         backbone_lr_mult=0.3,
-        epochs=5,
         steps_per_epoch=80,
-        max_train_seconds=1800.0,
-        lr_follows_time=False,
         output_dir="runs/emoji-demo",
     ),
     "emoji-quick": _emoji(
